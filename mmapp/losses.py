@@ -1,0 +1,36 @@
+"""Training losses, kept apart from the models."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def caption_loss(logits: Tensor, alphas: Tensor, targets: Tensor, pad_id: int = 0,
+                 attention_weight: float = 1.0) -> tuple[Tensor, dict[str, float]]:
+    """Cross-entropy over real words + the doubly stochastic attention regulariser.
+
+    logits (B, T, V), alphas (B, T, P), targets (B, T) (``<pad>`` is ignored).
+    Regulariser (Show, Attend and Tell, eq. 14): lambda * mean_b sum_p (1 - sum_t alpha_tp)^2 over
+    non-pad steps, so that every cell receives roughly one unit of attention over the caption.
+    """
+    mask = targets.ne(pad_id)  # (B, T)
+    xent = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=pad_id)
+    coverage = (alphas.float() * mask.unsqueeze(-1)).sum(dim=1)  # (B, P)
+    penalty = ((1.0 - coverage) ** 2).sum(dim=-1).mean()
+    loss = xent + attention_weight * penalty
+    return loss, {"xent": float(xent.detach()), "att_penalty": float(penalty.detach())}
+
+
+def vqa_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Soft-target cross-entropy. logits (B, N), targets (B, N) soft scores in [0, 1].
+
+    Targets are renormalised to a distribution per question; questions whose answers are all out
+    of the vocabulary (all-zero targets) do not contribute.
+    """
+    totals = targets.sum(dim=-1, keepdim=True)  # (B, 1)
+    valid = totals.squeeze(-1) > 0
+    dist = targets / totals.clamp(min=1e-12)
+    per_question = -(dist * logits.float().log_softmax(dim=-1)).sum(dim=-1)  # (B,)
+    loss = (per_question * valid).sum() / valid.sum().clamp(min=1)
+    return loss, {"xent": float(loss.detach())}

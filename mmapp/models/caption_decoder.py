@@ -1,0 +1,117 @@
+"""Caption decoders: the interface every variant implements, and the Show-Attend-Tell recurrent decoder.
+
+A decoder splits decoding into three calls so that greedy and beam search (``decoding.py``) are
+written once for every variant:
+
+* ``prepare(features)`` -> ``memory``: per-image tensors computed once (e.g. attention keys);
+* ``init_state(memory)`` -> ``state``: the recurrent state before the first word;
+* ``step(tokens, state, memory)`` -> ``(logits, alpha, state)``: one word further.
+
+``memory`` and ``state`` are dicts of batch-first tensors, so beam search can expand and reorder them
+without knowing what they hold.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mmapp.config import CaptionDecoderConfig
+from mmapp.models.attention import AdditiveAttention
+from mmapp.models.cells import make_cell
+
+State = dict[str, Tensor]
+
+
+class CaptionDecoder(nn.Module):
+    """Interface of all caption decoders (see module docstring)."""
+
+    cfg: CaptionDecoderConfig
+
+    def prepare(self, features: Tensor) -> State:
+        """features (B, P, D) -> memory (dict of (B, ...) tensors)."""
+        raise NotImplementedError
+
+    def init_state(self, memory: State) -> State:
+        raise NotImplementedError
+
+    def step(self, tokens: Tensor, state: State, memory: State) -> tuple[Tensor, Tensor, State]:
+        """tokens (B,) -> logits (B, V), attention alpha (B, P), next state."""
+        raise NotImplementedError
+
+    def forward(self, features: Tensor, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher forcing: features (B, P, D), inputs (B, T) = ``<start> w1 .. w_{T-1}``
+        -> logits (B, T, V) for the next words, attention (B, T, P)."""
+        raise NotImplementedError
+
+
+class RecurrentAttentionDecoder(CaptionDecoder):
+    """Show, Attend and Tell (soft attention): embedding, additive attention, gated context,
+    a (stacked) recurrent cell whose first layer reads [word; context], dropout, output layer.
+
+    The cell is ``cfg.cell``: lstm (default), gru, peephole or rnn; ``cfg.num_layers`` >= 1.
+    """
+
+    def __init__(self, cfg: CaptionDecoderConfig) -> None:
+        super().__init__()
+        if cfg.vocab_size < 5:
+            raise ValueError("decoder.vocab_size must be set (>= 5)")
+        self.cfg = cfg
+        S, L = cfg.hidden_dim, cfg.num_layers
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
+        self.attention = AdditiveAttention(cfg.encoder_dim, S, cfg.attention_dim)
+        self.init_h = nn.Linear(cfg.encoder_dim, L * S)
+        self.init_c = nn.Linear(cfg.encoder_dim, L * S)
+        self.gate = nn.Linear(S, cfg.encoder_dim)  # beta: how much of the context to let in
+        self.cells = nn.ModuleList(
+            make_cell(cfg.cell, (cfg.embed_dim + cfg.encoder_dim) if i == 0 else S, S) for i in range(L))
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.output = nn.Linear(S, cfg.vocab_size)
+
+    def prepare(self, features: Tensor) -> State:
+        return {"features": features, "keys": self.attention.project(features)}  # (B, P, D), (B, P, A)
+
+    def init_state(self, memory: State) -> State:
+        mean = memory["features"].mean(dim=1)  # (B, D)
+        B, L, S = mean.shape[0], self.cfg.num_layers, self.cfg.hidden_dim
+        return {"h": self.init_h(mean).view(B, L, S), "c": self.init_c(mean).view(B, L, S)}
+
+    def _advance(self, embedded: Tensor, state: State, memory: State) -> tuple[Tensor, Tensor, State]:
+        """embedded (B, E) -> top hidden (B, S), alpha (B, P), next state (h, c: (B, L, S))."""
+        h, c = state["h"], state["c"]
+        context, alpha = self.attention(memory["features"], memory["keys"], h[:, -1])  # (B, D), (B, P)
+        context = torch.sigmoid(self.gate(h[:, -1])) * context
+        x = torch.cat([embedded, context], dim=-1)  # (B, E + D)
+        hs, cs = [], []
+        for i, cell in enumerate(self.cells):
+            h_i, c_i = cell(x, (h[:, i], c[:, i]))
+            hs.append(h_i)
+            cs.append(c_i)
+            x = self.dropout(h_i)
+        new_state = {"h": torch.stack(hs, dim=1), "c": torch.stack(cs, dim=1)}  # (B, L, S)
+        return hs[-1], alpha, new_state
+
+    def step(self, tokens: Tensor, state: State, memory: State) -> tuple[Tensor, Tensor, State]:
+        top, alpha, state = self._advance(self.embedding(tokens), state, memory)
+        return self.output(self.dropout(top)), alpha, state
+
+    def forward(self, features: Tensor, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        memory = self.prepare(features)
+        state = self.init_state(memory)
+        embedded = self.embedding(inputs)  # (B, T, E)
+        tops, alphas = [], []
+        for t in range(inputs.shape[1]):
+            top, alpha, state = self._advance(embedded[:, t], state, memory)
+            tops.append(top)
+            alphas.append(alpha)
+        hidden = torch.stack(tops, dim=1)  # (B, T, S)
+        # The output layer runs once over all steps instead of once per step.
+        return self.output(self.dropout(hidden)), torch.stack(alphas, dim=1)  # (B, T, V), (B, T, P)
+
+
+def build_caption_decoder(cfg: CaptionDecoderConfig) -> CaptionDecoder:
+    if cfg.cell == "transformer":
+        from mmapp.models.transformer_decoder import TransformerDecoder
+
+        return TransformerDecoder(cfg)
+    return RecurrentAttentionDecoder(cfg)

@@ -1,0 +1,145 @@
+"""Greedy and beam search, written once over a decoder's ``prepare``/``init_state``/``step``.
+
+Beam search is batched: B images x K beams are one (B*K)-row tensor batch; there is no Python loop
+over images. Finished beams stay in the beam and may only emit ``<pad>`` at no cost, so they keep
+competing with open beams; the best beam is chosen by its (optionally length-normalised) score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mmapp.models.caption_decoder import CaptionDecoder, State
+
+
+@dataclass
+class Decoded:
+    """Decoding output for B images.
+
+    tokens (B, T) word ids ending with ``<end>`` where one was emitted, then ``<pad>``;
+    lengths (B,) number of tokens up to and including ``<end>``;
+    scores (B,) total log-probability (length-normalised if asked);
+    attention (B, T, P), zero after ``<end>``.
+    """
+
+    tokens: Tensor
+    lengths: Tensor
+    scores: Tensor
+    attention: Tensor
+
+
+def _expand(memory: State, k: int) -> State:
+    return {name: t.repeat_interleave(k, dim=0) for name, t in memory.items()}  # (B*K, ...)
+
+
+def _select(state: State, rows: Tensor) -> State:
+    return {name: t.index_select(0, rows) for name, t in state.items()}
+
+
+@torch.no_grad()
+def greedy_search(decoder: CaptionDecoder, features: Tensor, max_len: int, start_id: int, end_id: int,
+                  pad_id: int = 0) -> Decoded:
+    """features (B, P, D) -> the most likely word at every step, at most ``max_len`` words + ``<end>``.
+
+    Written as a plain loop, independently of ``beam_search``, so each checks the other in tests.
+    """
+    B = features.shape[0]
+    memory = decoder.prepare(features)
+    state = decoder.init_state(memory)
+    tokens = torch.full((B,), start_id, dtype=torch.long, device=features.device)
+    finished = torch.zeros(B, dtype=torch.bool, device=features.device)
+    lengths = torch.zeros(B, dtype=torch.long, device=features.device)
+    scores = torch.zeros(B, device=features.device)
+    words, alphas = [], []
+    for t in range(max_len + 1):
+        logits, alpha, state = decoder.step(tokens, state, memory)  # (B, V), (B, P)
+        logp = _never(logits.float().log_softmax(dim=-1), start_id, pad_id)
+        if t == max_len:  # the last step must close the caption
+            logp = _only(logp, end_id)
+        best_logp, word = logp.max(dim=-1)  # (B,)
+        word = word.masked_fill(finished, pad_id)
+        scores = scores + best_logp.masked_fill(finished, 0.0)
+        lengths = lengths + (~finished).long()
+        alphas.append(alpha.masked_fill(finished.unsqueeze(-1), 0.0))
+        words.append(word)
+        finished = finished | (word == end_id)
+        tokens = word
+        if bool(finished.all()):
+            break
+    return Decoded(tokens=torch.stack(words, dim=1), lengths=lengths, scores=scores,
+                   attention=torch.stack(alphas, dim=1))
+
+
+def _never(logp: Tensor, *word_ids: int) -> Tensor:
+    """Words a caption never contains (``<start>``, ``<pad>``) get log-probability -inf."""
+    logp[..., list(word_ids)] = float("-inf")
+    return logp
+
+
+def _only(logp: Tensor, word_id: int) -> Tensor:
+    """Make ``word_id`` the only possible word: every other log-probability becomes -inf."""
+    forced = torch.full_like(logp, float("-inf"))
+    forced[..., word_id] = logp[..., word_id]
+    return forced
+
+
+@torch.no_grad()
+def beam_search(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_len: int, start_id: int,
+                end_id: int, pad_id: int = 0, length_penalty: float = 0.0) -> Decoded:
+    """Batched beam search. features (B, P, D) -> the best of K beams per image.
+
+    ``max_len`` counts words before ``<end>``; a beam that reaches it without ``<end>`` is still a
+    valid caption. ``length_penalty`` alpha ranks beams by score / length**alpha (0: raw score).
+    """
+    if beam_size < 1:
+        raise ValueError("beam_size must be >= 1")
+    B, P, K = features.shape[0], features.shape[1], beam_size
+    device = features.device
+    memory = _expand(decoder.prepare(features), K)
+    state = decoder.init_state(memory)
+    tokens = torch.full((B * K,), start_id, dtype=torch.long, device=device)
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start equal: only one may expand at the first step
+    finished = torch.zeros(B, K, dtype=torch.bool, device=device)
+    lengths = torch.zeros(B, K, dtype=torch.long, device=device)
+    seqs = torch.empty(B, K, 0, dtype=torch.long, device=device)
+    alphas = torch.empty(B, K, 0, P, device=device)
+    row_base = (torch.arange(B, device=device) * K).unsqueeze(1)  # (B, 1)
+
+    for t in range(max_len + 1):
+        logits, alpha, state = decoder.step(tokens, state, memory)  # (B*K, V), (B*K, P)
+        logp = _never(logits.float().log_softmax(dim=-1), start_id, pad_id).view(B, K, -1)  # (B, K, V)
+        if t == max_len:  # the last step must close every open caption
+            logp = _only(logp, end_id)
+        V = logp.shape[-1]
+        # A finished beam may only continue with <pad> at no cost.
+        done_row = torch.full((V,), float("-inf"), device=device)
+        done_row[pad_id] = 0.0
+        logp = torch.where(finished.unsqueeze(-1), done_row, logp)
+        candidates = (scores.unsqueeze(-1) + logp).view(B, K * V)  # (B, K*V)
+        scores, flat = candidates.topk(K, dim=-1)  # (B, K)
+        parent, word = flat // V, flat % V  # (B, K)
+
+        rows = (row_base + parent).view(-1)  # (B*K,)
+        state = _select(state, rows)
+        was_finished = finished.gather(1, parent)
+        seqs = torch.cat([seqs.gather(1, parent.unsqueeze(-1).expand(-1, -1, seqs.shape[-1])),
+                          word.unsqueeze(-1)], dim=-1)  # (B, K, t+1)
+        step_alpha = alpha.view(B, K, P).gather(1, parent.unsqueeze(-1).expand(-1, -1, P))
+        step_alpha = step_alpha.masked_fill(was_finished.unsqueeze(-1), 0.0)
+        alphas = torch.cat([alphas.gather(1, parent.view(B, K, 1, 1).expand(-1, -1, alphas.shape[2], P)),
+                            step_alpha.unsqueeze(2)], dim=2)  # (B, K, t+1, P)
+        lengths = lengths.gather(1, parent) + (~was_finished).long()
+        finished = was_finished | (word == end_id)
+        tokens = word.view(-1)
+        if bool(finished.all()):
+            break
+
+    ranking = scores / lengths.clamp(min=1).float().pow(length_penalty) if length_penalty else scores
+    best = ranking.argmax(dim=-1)  # (B,)
+    pick = torch.arange(B, device=device)
+    return Decoded(tokens=seqs[pick, best], lengths=lengths[pick, best], scores=ranking[pick, best],
+                   attention=alphas[pick, best])

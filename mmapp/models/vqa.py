@@ -1,0 +1,91 @@
+"""VQA model: question encoder, question-guided attention over the grid, fusion, answer classifier.
+
+Follows "Show, Ask, Attend, and Answer" (Kazemi and Elqursh, 2017): L2-normalised image features,
+G attention glimpses computed from image and question together, the attended features fused with
+the question (concatenation or element-wise product), and a classifier over the N top answers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from mmapp.config import VQAConfig
+
+
+class QuestionEncoder(nn.Module):
+    """Word embedding + recurrent encoder over a padded question batch (packed sequences)."""
+
+    def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, cell: str = "lstm") -> None:
+        super().__init__()
+        rnns = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+        if cell not in rnns:
+            raise ValueError(f"vqa.cell must be one of {', '.join(rnns)}, got {cell!r}")
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.rnn = rnns[cell](embed_dim, hidden_dim, batch_first=True)
+
+    def forward(self, questions: Tensor, lengths: Tensor) -> Tensor:
+        """questions (B, L) padded with 0, lengths (B,) >= 1 -> question vector (B, Q)."""
+        embedded = torch.tanh(self.embedding(questions))  # (B, L, E)
+        packed = pack_padded_sequence(embedded, lengths.clamp(min=1).cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        _, hidden = self.rnn(packed)
+        h = hidden[0] if isinstance(hidden, tuple) else hidden  # (layers, B, Q)
+        return h[-1]
+
+
+class GlimpseAttention(nn.Module):
+    """G softmax attention maps over P cells, each conditioned on the question."""
+
+    def __init__(self, feature_dim: int, question_dim: int, attention_dim: int, glimpses: int,
+                 dropout: float) -> None:
+        super().__init__()
+        self.feature_proj = nn.Linear(feature_dim, attention_dim, bias=False)
+        self.question_proj = nn.Linear(question_dim, attention_dim)
+        self.score = nn.Linear(attention_dim, glimpses)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, features: Tensor, question: Tensor) -> Tensor:
+        """features (B, P, D), question (B, Q) -> attention (B, G, P), each row summing to 1."""
+        joint = F.relu(self.feature_proj(self.dropout(features))
+                       + self.question_proj(self.dropout(question)).unsqueeze(1))  # (B, P, A)
+        return self.score(self.dropout(joint)).transpose(1, 2).softmax(dim=-1)  # (B, G, P)
+
+
+class VQANet(nn.Module):
+    """forward(features (B, P, D), questions (B, L), lengths (B,)) -> logits (B, N), attention (B, G, P)."""
+
+    def __init__(self, cfg: VQAConfig) -> None:
+        super().__init__()
+        if cfg.vocab_size < 5 or cfg.num_answers < 2:
+            raise ValueError("vqa.vocab_size and vqa.num_answers must be set")
+        self.cfg = cfg
+        self.question_encoder = QuestionEncoder(cfg.vocab_size, cfg.embed_dim, cfg.question_dim, cfg.cell)
+        self.attention = GlimpseAttention(cfg.encoder_dim, cfg.question_dim, cfg.attention_dim,
+                                          cfg.glimpses, cfg.dropout)
+        image_dim = cfg.glimpses * cfg.encoder_dim
+        self.dropout = nn.Dropout(cfg.dropout)
+        if cfg.fusion == "concat":
+            self.fuse_image: nn.Module | None = None
+            self.fuse_question: nn.Module | None = None
+            fused_dim = image_dim + cfg.question_dim
+        else:
+            self.fuse_image = nn.Linear(image_dim, cfg.hidden_dim)
+            self.fuse_question = nn.Linear(cfg.question_dim, cfg.hidden_dim)
+            fused_dim = cfg.hidden_dim
+        self.classifier = nn.Sequential(nn.Linear(fused_dim, cfg.hidden_dim), nn.ReLU(),
+                                        nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_dim, cfg.num_answers))
+
+    def forward(self, features: Tensor, questions: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        features = F.normalize(features, dim=-1)  # (B, P, D), unit length per cell
+        question = self.question_encoder(questions, lengths)  # (B, Q)
+        attention = self.attention(features, question)  # (B, G, P)
+        glimpses = torch.bmm(attention, features).flatten(1)  # (B, G*D)
+        if self.fuse_image is None:
+            fused = torch.cat([self.dropout(glimpses), self.dropout(question)], dim=-1)  # (B, G*D + Q)
+        else:
+            fused = torch.relu(self.fuse_image(self.dropout(glimpses))) * torch.relu(
+                self.fuse_question(self.dropout(question)))  # (B, H)
+        return self.classifier(fused), attention
