@@ -23,6 +23,10 @@ class DataError(MMAppError):
     """A dataset file or record is bad: names the file and the record."""
 
 
+class NonFiniteLossError(MMAppError):
+    """The training loss became NaN or infinite: training stops and no checkpoint is written."""
+
+
 def format_error(e: BaseException) -> str:
     if isinstance(e, FileNotFoundError) and e.filename:
         return f"file not found: {e.filename}"

@@ -1,0 +1,109 @@
+"""A thin training engine: one epoch of optimisation, returning a dict, knowing nothing of the CLI.
+
+The task (captioning or VQA) supplies ``loss(model, batch) -> (loss, stats, count)``; the engine does
+device moves, autocast, backward, clipping, the optimizer and scheduler steps, and stops on a
+non-finite loss before anything can be written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from mmapp.errors import NonFiniteLossError
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Autocast settings resolved for a device: dtype None means full fp32."""
+
+    dtype: torch.dtype | None
+    use_scaler: bool
+
+    @staticmethod
+    def resolve(amp: str, device: torch.device) -> "Precision":
+        if amp not in ("auto", "bf16", "fp16", "off"):
+            raise ValueError(f"train.amp must be auto, bf16, fp16 or off, got {amp!r}")
+        if device.type != "cuda" or amp == "off":
+            return Precision(None, False)
+        if amp == "fp16":
+            return Precision(torch.float16, True)
+        return Precision(torch.bfloat16, False)
+
+    def autocast(self, device: torch.device):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+LossFn = Callable[[nn.Module, Any], "tuple[Tensor, dict[str, float], int]"]
+
+
+def train_one_epoch(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, device: torch.device, precision: Precision, grad_clip: float,
+                    scaler: Any = None, on_step: Callable[[int, dict], None] | None = None,
+                    progress: Any = None) -> dict[str, float]:
+    """One pass over ``batches``. Returns mean loss, the loss terms, items/s and the step count.
+
+    ``on_step(step_in_epoch, stats)`` runs after every optimizer step (e.g. periodic checkpoints).
+    Raises ``NonFiniteLossError`` on a NaN/inf loss, before the optimizer touches the weights.
+    """
+    model.train()
+    totals: dict[str, float] = {}
+    loss_sum, items, steps = 0.0, 0, 0
+    start = time.perf_counter()
+    for step, batch in enumerate(batches, start=1):
+        batch = to_device(batch, device)
+        with precision.autocast(device):
+            loss, stats, count = loss_fn(model, batch)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteLossError(f"the loss became {value} at step {step} of this epoch; training stopped "
+                                     "and no checkpoint was written from this state (lower train.lr, check the data)")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += value * count
+        items += count
+        steps += 1
+        for k, v in stats.items():
+            totals[k] = totals.get(k, 0.0) + v * count
+        if progress is not None:
+            elapsed = time.perf_counter() - start
+            progress.set_postfix(loss=f"{value:.3f}", items_s=f"{items / max(elapsed, 1e-9):.0f}")
+            progress.update(1)
+        if on_step is not None:
+            on_step(step, {"loss": value})
+    elapsed = time.perf_counter() - start
+    result = {"loss": loss_sum / max(items, 1), "items_per_s": items / max(elapsed, 1e-9), "steps": steps,
+              "seconds": elapsed}
+    result.update({k: v / max(items, 1) for k, v in totals.items()})
+    return result

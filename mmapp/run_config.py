@@ -1,0 +1,84 @@
+"""The configuration of a training run: data, encoder, model and optimisation, as one frozen tree.
+
+``mmapp train caption --config FILE key=value ...`` resolves it with ``config.load_config`` and
+writes the result to ``<run dir>/config.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mmapp.config import CaptionDecoderConfig, EncoderConfig, VQAConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data lives. Annotation files are in the official formats.
+
+    Captions: ``train_captions`` / ``val_captions`` are COCO caption files (``captions_train2014.json``)
+    or one Karpathy split file (``dataset_coco.json``) used for both, with ``train_split``/``val_split``.
+    VQA: ``*_questions`` / ``*_annotations`` are VQA v2 files; image files are found through
+    ``image_index`` (a COCO captions/instances file listing ``file_name`` per image id) or, failing
+    that, the official ``COCO_<subtype>_<id>.jpg`` names.
+    ``features``: a feature cache (``mmapp features``) covering the train and val images; without one
+    the encoder runs on the images at every step (needed when fine-tuning the encoder).
+    """
+
+    images: str = ""
+    features: str = ""
+    train_captions: str = ""
+    val_captions: str = ""
+    train_split: str = "train"
+    val_split: str = "val"
+    train_questions: str = ""
+    train_annotations: str = ""
+    val_questions: str = ""
+    val_annotations: str = ""
+    image_index: str = ""
+    min_word_freq: int = 5
+    max_caption_len: int = 20
+    max_question_len: int = 30
+    top_answers: int = 3000
+    val_limit: int = 0  # score at most this many validation images/questions (0: all)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 4e-4
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # cosine | step | constant
+    warmup_steps: int = 100
+    grad_clip: float = 5.0
+    attention_weight: float = 1.0  # doubly stochastic attention regulariser (captions)
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp16 | off
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 0
+    patience: int = 5  # early stopping: epochs without a better validation metric
+    metric: str = ""  # default: CIDEr-D for captions, accuracy for VQA
+    checkpoint_every: int = 0  # optimizer steps between mid-epoch 'last' checkpoints (0: per epoch)
+    val_beam_size: int = 3
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ValueError(f"train.schedule must be cosine, step or constant, got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("train.epochs and train.batch_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: str = "caption"
+    out: str = "runs/caption"
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: CaptionDecoderConfig = field(default_factory=CaptionDecoderConfig)
+    vqa: VQAConfig = field(default_factory=VQAConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.task not in ("caption", "vqa"):
+            raise ValueError(f"task must be caption or vqa, got {self.task!r}")

@@ -1,0 +1,1 @@
+"""Training tasks: what to learn (data, model, loss, validation); ``trainer.py`` runs them."""

@@ -1,0 +1,88 @@
+"""Caption training: COCO-format captions, the attention decoder, cross-entropy + attention
+regulariser, validation by beam search scored with BLEU-4 and CIDEr-D."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmapp.checkpoint import save_model
+from mmapp.distributed import DistInfo, gather
+from mmapp.losses import caption_loss
+from mmapp.models.caption_decoder import build_caption_decoder
+from mmapp.run_config import RunConfig
+from mmapp.tasks.common import EncodedHead, batched, shard, visual_source
+
+
+class CaptionTask:
+    metric = "CIDEr"
+
+    def __init__(self, cfg: RunConfig, device: torch.device, info: DistInfo) -> None:
+        from mmapp.data.coco_captions import (CaptionDataset, CaptionEvalDataset, build_caption_vocab,
+                                              load_caption_images)
+        from mmapp.data.collate import collate_caption_eval, collate_captions
+
+        d = cfg.data
+        if not d.train_captions:
+            raise ValueError("set data.train_captions (COCO captions json or Karpathy dataset_*.json)")
+        self.cfg, self.device = cfg, device
+        self.metric = cfg.train.metric or self.metric
+        train_images = load_caption_images(d.train_captions, d.train_split)
+        val_images = load_caption_images(d.val_captions or d.train_captions, d.val_split)
+        if d.val_limit:
+            val_images = val_images[: d.val_limit]
+        self.vocab = build_caption_vocab(train_images, d.min_word_freq)
+        _, encoder, visual = visual_source(cfg)
+        decoder_cfg = dataclasses.replace(cfg.decoder, vocab_size=len(self.vocab), encoder_dim=encoder.out_dim)
+        self.model = EncodedHead(encoder, build_caption_decoder(decoder_cfg))
+        self._train = CaptionDataset(train_images, self.vocab, max_len=d.max_caption_len, **visual)
+        self._val = CaptionEvalDataset(val_images, **visual)
+        self._collate, self._collate_eval = collate_captions, collate_caption_eval
+        self.dataset_name = Path(d.train_captions).name
+
+    def train_set(self) -> Any:
+        return self._train
+
+    def collate(self, items: list) -> Any:
+        return self._collate(items)
+
+    def loss(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float], int]:
+        captions = batch["captions"]  # (B, T + 1): <start> w1 .. wn <end> <pad>..
+        logits, alphas = model(batch["visual"], captions[:, :-1])  # (B, T, V), (B, T, P)
+        loss, stats = caption_loss(logits, alphas, captions[:, 1:], self.vocab.pad_id,
+                                   self.cfg.train.attention_weight)
+        return loss, stats, captions.shape[0]
+
+    @torch.no_grad()
+    def decode(self, model: EncodedHead, indices: list[int], beam_size: int) -> dict[int, str]:
+        from mmapp.models.decoding import beam_search
+
+        model.eval()
+        out: dict[int, str] = {}
+        for batch in batched(self._val, indices, 64, self._collate_eval):
+            features = model.features(batch["visual"].to(self.device))
+            decoded = beam_search(model.head, features, beam_size, self.cfg.data.max_caption_len,
+                                  self.vocab.start_id, self.vocab.end_id, self.vocab.pad_id)
+            for image_id, tokens in zip(batch["image_ids"].tolist(), decoded.tokens.tolist()):
+                out[image_id] = " ".join(self.vocab.decode(tokens))
+        return out
+
+    def validate(self, model: nn.Module, info: DistInfo) -> dict[str, float]:
+        from mmapp.metrics.caption_metrics import score_captions
+
+        indices = shard(list(range(len(self._val))), info.rank, info.world_size)
+        captions: dict[int, str] = {}
+        for part in gather(self.decode(model, indices, self.cfg.train.val_beam_size), info):
+            captions.update(part)
+        scores = score_captions(self._val.references(), captions, with_meteor=False).overall
+        return {k: float(v) for k, v in scores.items() if k in ("Bleu_4", "CIDEr", "ROUGE_L", "Bleu_1")}
+
+    def save(self, path: Path, model: EncodedHead, training: dict, extra_tensors: dict, extra_meta: dict) -> None:
+        training = {**training, "task": "caption", "dataset": self.dataset_name,
+                    "max_caption_len": self.cfg.data.max_caption_len}
+        save_model(path, "captioner", model.head, model.encoder, self.vocab, None, training,
+                   extra_tensors, extra_meta)

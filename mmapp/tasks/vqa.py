@@ -1,0 +1,92 @@
+"""VQA training: VQA v2-format questions and annotations, the question-attention model, soft-target
+cross-entropy, validation by the official VQA accuracy."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmapp.checkpoint import save_model
+from mmapp.distributed import DistInfo, gather
+from mmapp.losses import vqa_loss
+from mmapp.models.vqa import VQANet
+from mmapp.run_config import RunConfig
+from mmapp.tasks.common import EncodedHead, batched, shard, visual_source
+
+
+class VQATask:
+    metric = "accuracy"
+
+    def __init__(self, cfg: RunConfig, device: torch.device, info: DistInfo) -> None:
+        from mmapp.data.collate import collate_vqa
+        from mmapp.data.vqa_v2 import VQADataset, build_answer_vocab, build_question_vocab, load_vqa
+
+        d = cfg.data
+        if not (d.train_questions and d.train_annotations and d.val_questions and d.val_annotations):
+            raise ValueError("set data.train_questions, data.train_annotations, data.val_questions and "
+                             "data.val_annotations (VQA v2 json files)")
+        self.cfg, self.device = cfg, device
+        self.metric = cfg.train.metric or self.metric
+        train = load_vqa(d.train_questions, d.train_annotations)
+        val = load_vqa(d.val_questions, d.val_annotations)
+        if d.val_limit:
+            val = dataclasses.replace(val, questions=val.questions[: d.val_limit])
+        self.vocab = build_question_vocab(train.questions, min_freq=1)
+        self.answers = build_answer_vocab(train.questions, d.top_answers)
+        _, encoder, visual = visual_source(cfg)
+        index = d.image_index or None
+        net_cfg = dataclasses.replace(cfg.vqa, vocab_size=len(self.vocab), num_answers=len(self.answers),
+                                      encoder_dim=encoder.out_dim)
+        self.model = EncodedHead(encoder, VQANet(net_cfg))
+        kwargs = dict(max_question_len=d.max_question_len, image_files=index, **visual)
+        self._train = VQADataset(train, self.vocab, self.answers, **kwargs)
+        self._val = VQADataset(val, self.vocab, self.answers, **kwargs)
+        self._collate = collate_vqa
+        self.dataset_name = Path(d.train_questions).name
+
+    def train_set(self) -> Any:
+        return self._train
+
+    def collate(self, items: list) -> Any:
+        return self._collate(items)
+
+    def loss(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float], int]:
+        logits, _ = model(batch["visual"], batch["questions"], batch["lengths"])  # (B, N), (B, G, P)
+        loss, stats = vqa_loss(logits, batch["targets"])
+        return loss, stats, logits.shape[0]
+
+    @torch.no_grad()
+    def predict(self, model: EncodedHead, indices: list[int]) -> list[tuple[int, str, float, str]]:
+        """(question_id, predicted answer, VQA accuracy, question type) for the given val items."""
+        from mmapp.metrics.vqa_accuracy import accuracy_for
+
+        model.eval()
+        qtype = {q.question_id: q.question_type for q in self._val.split.questions}
+        out = []
+        for batch in batched(self._val, indices, 256, self._collate):
+            logits, _ = model(batch["visual"].to(self.device), batch["questions"].to(self.device), batch["lengths"])
+            for qid, idx, answers in zip(batch["question_ids"].tolist(), logits.argmax(-1).tolist(), batch["answers"]):
+                pred = self.answers.answers[idx]
+                out.append((qid, pred, accuracy_for(pred, answers), qtype[qid]))
+        return out
+
+    def validate(self, model: nn.Module, info: DistInfo) -> dict[str, float]:
+        indices = shard(list(range(len(self._val))), info.rank, info.world_size)
+        rows = [r for part in gather(self.predict(model, indices), info) for r in part]
+        by_type: dict[str, list[float]] = defaultdict(list)
+        for _, _, acc, qtype in rows:
+            by_type[qtype].append(acc)
+        out = {"accuracy": sum(r[2] for r in rows) / max(len(rows), 1)}
+        out.update({f"acc_{t}": sum(v) / len(v) for t, v in sorted(by_type.items()) if t})
+        return out
+
+    def save(self, path: Path, model: EncodedHead, training: dict, extra_tensors: dict, extra_meta: dict) -> None:
+        training = {**training, "task": "vqa", "dataset": self.dataset_name,
+                    "max_question_len": self.cfg.data.max_question_len}
+        save_model(path, "vqa", model.head, model.encoder, self.vocab, self.answers, training,
+                   extra_tensors, extra_meta)
