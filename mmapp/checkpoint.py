@@ -141,19 +141,21 @@ KINDS = ("captioner", "vqa")
 
 def save_model(path: str | Path, kind: str, head: torch.nn.Module, encoder: Any,
                vocab: Any, answers: Any = None, training: dict | None = None,
-               extra_tensors: dict[str, Tensor] | None = None, extra_meta: dict | None = None) -> Path:
+               extra_tensors: dict[str, Tensor] | None = None, extra_meta: dict | None = None,
+               half: bool = False) -> Path:
     """Write a self-describing model checkpoint.
 
     ``encoder`` is the ``Encoder`` whose grids the head was trained on: its config (preprocessing
     included) and weights hash are recorded; its weights are stored only when some were fine-tuned
-    (frozen ImageNet weights come from their package).
+    or when they are random (``weights="none"``: nothing could rebuild them); frozen ImageNet weights
+    come from their package.
     """
     from mmapp.config import to_dict
 
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}")
-    tensors = {f"model.{k}": v for k, v in head.state_dict().items()}
-    if encoder.cfg.fine_tune_stages > 0:
+    tensors = {f"model.{k}": v.half() if half and v.is_floating_point() else v for k, v in head.state_dict().items()}
+    if encoder.cfg.fine_tune_stages > 0 or encoder.weights_id() == "random":
         tensors.update({f"encoder.{k}": v for k, v in encoder.state_dict().items()})
     tensors.update(extra_tensors or {})
     meta = {
@@ -191,9 +193,12 @@ def load_head(path: str | Path, kind: str | None = None, device: str | torch.dev
             from mmapp.models.vqa import VQANet
 
             head = VQANet(from_dict(VQAConfig, meta["model"]))
-        head.load_state_dict(prefixed(tensors, "model"), strict=True)
+        weights = {k: v.float() if v.is_floating_point() else v for k, v in prefixed(tensors, "model").items()}
+        head.load_state_dict(weights, strict=True)
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
+        # load_state_dict's first line only names the class; the next one names the tensor.
+        first = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
         raise CheckpointError(f"{path}: stored weights or config do not match the model: {first}") from None
     return head.to(device).eval(), meta, tensors
 
@@ -220,3 +225,15 @@ def _with_weights(cfg: Any, weights: str) -> Any:
     import dataclasses
 
     return dataclasses.replace(cfg, weights=weights)
+
+
+def export_for_release(src: str | Path, dst: str | Path, test_metrics: dict | None = None,
+                       half: bool = True) -> Path:
+    """Copy a model checkpoint for shipping: no training state, float16 weights, test figures added."""
+    tensors, meta = read_checkpoint(src)
+    meta.pop("train_state", None)
+    tensors = {k: (v.half() if half and k.startswith("model.") and v.is_floating_point() else v)
+               for k, v in tensors.items() if not k.startswith(("optim.", "sched.", "scaler.", "rng."))}
+    if test_metrics is not None:
+        meta["training"] = {**meta.get("training", {}), "test_metrics": test_metrics}
+    return save_checkpoint(dst, tensors, meta)

@@ -57,6 +57,7 @@ class CaptionDecoderConfig:
 
     vocab_size: int = 0
     encoder_dim: int = 1280
+    project_dim: int = 0  # > 0: a learned Linear+ReLU maps each grid cell to this width first
     embed_dim: int = 512
     attention_dim: int = 512
     hidden_dim: int = 512
@@ -142,6 +143,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ValueError(f"{where}: expected an integer, got {value!r}")
         return out
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans: `train.amp=off`
+            return "on" if value else "off"
         return str(value)
     return value
 

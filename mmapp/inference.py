@@ -22,6 +22,7 @@ from torch import Tensor
 from mmapp.checkpoint import load_encoder, load_head
 from mmapp.errors import InputError
 from mmapp.images import ImageInput, load_image, preprocess
+from mmapp.ood import OODStats
 from mmapp.vocab import AnswerVocab, Vocab
 
 MAX_QUESTION_CHARS = 500
@@ -86,6 +87,7 @@ class _ImageModel:
     def __init__(self, encoder: Any, head: torch.nn.Module, meta: dict, device: torch.device) -> None:
         self.encoder, self.head, self.meta, self.device = encoder, head, meta, device
         self.grid = tuple(meta["grid"])  # (H, W)
+        self.ood: OODStats | None = None  # set by from_checkpoint when the checkpoint has statistics
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", encoder: Any = None):
@@ -95,11 +97,20 @@ class _ImageModel:
         head, meta, tensors = load_head(path, cls.kind, dev)
         if encoder is None or not _same_encoder(encoder, meta):
             encoder = load_encoder(path, meta, tensors, dev)
-        return cls(encoder, head, meta, dev)
+        model = cls(encoder, head, meta, dev)
+        model.ood = OODStats.from_checkpoint(meta, tensors)
+        return model
 
     @property
     def encoder_cfg(self):
         return self.encoder.cfg
+
+    def out_of_domain(self, features: Tensor) -> list[tuple[float, bool]] | None:
+        """features (B, P, D) -> per image (score, above the threshold?), or None without statistics."""
+        if self.ood is None:
+            return None
+        scores = self.ood.score(features)
+        return [(float(s), bool(s > self.ood.threshold)) for s in scores]
 
     @torch.inference_mode()
     def encode(self, images: ImageInput | Sequence[ImageInput]) -> tuple[Tensor, list[tuple[int, int]]]:

@@ -18,8 +18,8 @@ class DataConfig:
     Captions: ``train_captions`` / ``val_captions`` are COCO caption files (``captions_train2014.json``)
     or one Karpathy split file (``dataset_coco.json``) used for both, with ``train_split``/``val_split``.
     VQA: ``*_questions`` / ``*_annotations`` are VQA v2 files; image files are found through
-    ``image_index`` (a COCO captions/instances file listing ``file_name`` per image id) or, failing
-    that, the official ``COCO_<subtype>_<id>.jpg`` names.
+    ``image_index`` (comma-separated COCO captions/instances files listing ``file_name`` per image
+    id) or, failing that, the official ``COCO_<subtype>_<id>.jpg`` names.
     ``features``: a feature cache (``mmapp features``) covering the train and val images; without one
     the encoder runs on the images at every step (needed when fine-tuning the encoder).
     """
@@ -45,7 +45,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 20
-    batch_size: int = 64
+    batch_size: int = 32  # images per batch; each brings all its captions (or questions)
     lr: float = 4e-4
     weight_decay: float = 0.0
     schedule: str = "cosine"  # cosine | step | constant

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmapp.config import EncoderConfig
@@ -253,10 +254,21 @@ class CaptionDataset(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"visual": self.visual_of(index), **self.fields(index)}
+
+    def fields(self, index: int) -> dict[str, Any]:
+        """The item without its visual input."""
         i, j = (int(v) for v in self.pairs[index])
         im = self.images[i]
         caption = torch.tensor(self.vocab.encode(im.captions[j], self.max_len), dtype=torch.long)  # (T,)
-        return {"visual": self.visual.load(self.handles[i]), "caption": caption, "image_id": im.image_id}
+        return {"caption": caption, "image_id": im.image_id}
+
+    def visual_of(self, index: int) -> Tensor:
+        return self.visual.load(self.handles[int(self.pairs[index, 0])])
+
+    def item_images(self) -> np.ndarray:
+        """(num items,) the image each item belongs to (for ``grouped.ByImage``)."""
+        return self.pairs[:, 0]
 
 
 class CaptionEvalDataset(Dataset):

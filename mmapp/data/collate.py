@@ -27,7 +27,9 @@ def pad_sequences(seqs: Sequence[Tensor | Sequence[int]], pad_id: int = Vocab.pa
     return out, lengths
 
 
-def _stack_visual(items: Sequence[dict[str, Any]]) -> Tensor:
+def _stack_visual(items: Sequence[dict[str, Any]]) -> Tensor | None:
+    if "visual" not in items[0]:  # grouped batches carry one visual per image instead (grouped.py)
+        return None
     return torch.stack([it["visual"] for it in items])  # (B, P, D) or (B, 3, S, S)
 
 

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmapp.config import EncoderConfig
@@ -219,10 +220,21 @@ class VQADataset(Dataset):
         return len(self.split.questions)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"visual": self.visual_of(index), **self.fields(index)}
+
+    def visual_of(self, index: int) -> Tensor:
+        return self.visual.load(self.handles[self.split.questions[index].image_id])
+
+    def item_images(self) -> np.ndarray:
+        """(num items,) the image id each question is about (for ``grouped.ByImage``)."""
+        return np.fromiter((q.image_id for q in self.split.questions), dtype=np.int64,
+                           count=len(self.split.questions))
+
+    def fields(self, index: int) -> dict[str, Any]:
+        """The item without its visual input."""
         q = self.split.questions[index]
         target = torch.zeros(len(self.answer_vocab), dtype=torch.float32)  # (N,)
         target[torch.from_numpy(self.target_idx[index])] = torch.from_numpy(self.target_score[index])
-        return {"visual": self.visual.load(self.handles[q.image_id]),
-                "question": torch.tensor(self.vocab.encode_question(q.question, self.max_question_len)),  # (L,)
+        return {"question": torch.tensor(self.vocab.encode_question(q.question, self.max_question_len)),  # (L,)
                 "target": target, "question_id": q.question_id, "image_id": q.image_id,
                 "answers": list(q.answers)}

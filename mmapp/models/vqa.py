@@ -47,15 +47,20 @@ class GlimpseAttention(nn.Module):
         self.score = nn.Linear(attention_dim, glimpses)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, features: Tensor, question: Tensor) -> Tensor:
-        """features (B, P, D), question (B, Q) -> attention (B, G, P), each row summing to 1."""
-        joint = F.relu(self.feature_proj(self.dropout(features))
-                       + self.question_proj(self.dropout(question)).unsqueeze(1))  # (B, P, A)
+    def forward(self, features: Tensor, question: Tensor, image_index: Tensor | None = None) -> Tensor:
+        """features (B, P, D), question (B, Q) -> attention (B, G, P), each row summing to 1.
+
+        With ``image_index`` (B,), features are (I, P, D) and question b is about image ``image_index[b]``.
+        """
+        keys = self.feature_proj(self.dropout(features))  # (I or B, P, A): once per image
+        if image_index is not None:
+            keys = keys.index_select(0, image_index)  # (B, P, A)
+        joint = F.relu(keys + self.question_proj(self.dropout(question)).unsqueeze(1))  # (B, P, A)
         return self.score(self.dropout(joint)).transpose(1, 2).softmax(dim=-1)  # (B, G, P)
 
 
 class VQANet(nn.Module):
-    """forward(features (B, P, D), questions (B, L), lengths (B,)) -> logits (B, N), attention (B, G, P)."""
+    """Question-guided attention VQA model; see ``forward``."""
 
     def __init__(self, cfg: VQAConfig) -> None:
         super().__init__()
@@ -78,10 +83,15 @@ class VQANet(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(fused_dim, cfg.hidden_dim), nn.ReLU(),
                                         nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_dim, cfg.num_answers))
 
-    def forward(self, features: Tensor, questions: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        features = F.normalize(features, dim=-1)  # (B, P, D), unit length per cell
+    def forward(self, features: Tensor, questions: Tensor, lengths: Tensor,
+                image_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """features (B, P, D) (or (I, P, D) for I images with ``image_index`` (B,) naming each
+        question's image), questions (B, L), lengths (B,) -> logits (B, N), attention (B, G, P)."""
+        features = F.normalize(features, dim=-1)  # (B or I, P, D), unit length per cell
         question = self.question_encoder(questions, lengths)  # (B, Q)
-        attention = self.attention(features, question)  # (B, G, P)
+        attention = self.attention(features, question, image_index)  # (B, G, P)
+        if image_index is not None:
+            features = features.index_select(0, image_index)  # (B, P, D)
         glimpses = torch.bmm(attention, features).flatten(1)  # (B, G*D)
         if self.fuse_image is None:
             fused = torch.cat([self.dropout(glimpses), self.dropout(question)], dim=-1)  # (B, G*D + Q)

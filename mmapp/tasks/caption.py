@@ -11,11 +11,12 @@ import torch
 from torch import Tensor, nn
 
 from mmapp.checkpoint import save_model
+from mmapp.data.grouped import ByImage, collate_by_image
 from mmapp.distributed import DistInfo, gather
 from mmapp.losses import caption_loss
 from mmapp.models.caption_decoder import build_caption_decoder
 from mmapp.run_config import RunConfig
-from mmapp.tasks.common import EncodedHead, batched, shard, visual_source
+from mmapp.tasks.common import EncodedHead, batched, ood_from_cache, shard, visual_source
 
 
 class CaptionTask:
@@ -36,23 +37,25 @@ class CaptionTask:
         if d.val_limit:
             val_images = val_images[: d.val_limit]
         self.vocab = build_caption_vocab(train_images, d.min_word_freq)
-        _, encoder, visual = visual_source(cfg)
+        cache, encoder, visual = visual_source(cfg)
         decoder_cfg = dataclasses.replace(cfg.decoder, vocab_size=len(self.vocab), encoder_dim=encoder.out_dim)
         self.model = EncodedHead(encoder, build_caption_decoder(decoder_cfg))
-        self._train = CaptionDataset(train_images, self.vocab, max_len=d.max_caption_len, **visual)
+        self._items = CaptionDataset(train_images, self.vocab, max_len=d.max_caption_len, **visual)
+        self._train = ByImage(self._items)
         self._val = CaptionEvalDataset(val_images, **visual)
         self._collate, self._collate_eval = collate_captions, collate_caption_eval
+        self.ood_tensors, self.ood_meta = ood_from_cache(cache, self._items.handles, self._val.handles)
         self.dataset_name = Path(d.train_captions).name
 
     def train_set(self) -> Any:
         return self._train
 
-    def collate(self, items: list) -> Any:
-        return self._collate(items)
+    def collate(self, groups: list) -> Any:
+        return collate_by_image(groups, self._collate)
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float], int]:
         captions = batch["captions"]  # (B, T + 1): <start> w1 .. wn <end> <pad>..
-        logits, alphas = model(batch["visual"], captions[:, :-1])  # (B, T, V), (B, T, P)
+        logits, alphas = model(batch["visual"], captions[:, :-1], batch["image_index"])  # (B, T, V), (B, T, P)
         loss, stats = caption_loss(logits, alphas, captions[:, 1:], self.vocab.pad_id,
                                    self.cfg.train.attention_weight)
         return loss, stats, captions.shape[0]
@@ -85,4 +88,4 @@ class CaptionTask:
         training = {**training, "task": "caption", "dataset": self.dataset_name,
                     "max_caption_len": self.cfg.data.max_caption_len}
         save_model(path, "captioner", model.head, model.encoder, self.vocab, None, training,
-                   extra_tensors, extra_meta)
+                   {**extra_tensors, **self.ood_tensors}, {**extra_meta, **self.ood_meta})

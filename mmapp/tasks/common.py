@@ -52,6 +52,19 @@ def visual_source(cfg: RunConfig) -> tuple[Any, Encoder, dict[str, Any]]:
     return None, encoder, {"images_root": cfg.data.images, "encoder_cfg": cfg.encoder}
 
 
+def ood_from_cache(cache: Any, train_handles: Any, val_handles: Any) -> tuple[dict, dict]:
+    """Out-of-distribution statistics of the training images (threshold set on the validation
+    images), as (checkpoint tensors, checkpoint meta); empty without a feature cache."""
+    from mmapp.ood import fit_ood, pooled_rows
+
+    if cache is None:
+        return {}, {}
+    train_rows = sorted({int(h) for h in train_handles})
+    val_rows = sorted({int(h) for h in val_handles})
+    stats = fit_ood(pooled_rows(cache.array, train_rows), pooled_rows(cache.array, val_rows))
+    return stats.tensors(), {"ood": stats.meta()}
+
+
 def shard(items: list, rank: int, world_size: int) -> list:
     return items[rank::world_size]
 

@@ -12,11 +12,12 @@ import torch
 from torch import Tensor, nn
 
 from mmapp.checkpoint import save_model
+from mmapp.data.grouped import ByImage, collate_by_image
 from mmapp.distributed import DistInfo, gather
 from mmapp.losses import vqa_loss
 from mmapp.models.vqa import VQANet
 from mmapp.run_config import RunConfig
-from mmapp.tasks.common import EncodedHead, batched, shard, visual_source
+from mmapp.tasks.common import EncodedHead, batched, ood_from_cache, shard, visual_source
 
 
 class VQATask:
@@ -38,25 +39,34 @@ class VQATask:
             val = dataclasses.replace(val, questions=val.questions[: d.val_limit])
         self.vocab = build_question_vocab(train.questions, min_freq=1)
         self.answers = build_answer_vocab(train.questions, d.top_answers)
-        _, encoder, visual = visual_source(cfg)
-        index = d.image_index or None
+        cache, encoder, visual = visual_source(cfg)
+        index = None
+        if d.image_index:  # one or more COCO-format files listing file_name per image id
+            from mmapp.data.coco_captions import image_files_from_json
+
+            index = {}
+            for path in d.image_index.split(","):
+                index.update(image_files_from_json(path.strip()))
         net_cfg = dataclasses.replace(cfg.vqa, vocab_size=len(self.vocab), num_answers=len(self.answers),
                                       encoder_dim=encoder.out_dim)
         self.model = EncodedHead(encoder, VQANet(net_cfg))
         kwargs = dict(max_question_len=d.max_question_len, image_files=index, **visual)
-        self._train = VQADataset(train, self.vocab, self.answers, **kwargs)
+        self._items = VQADataset(train, self.vocab, self.answers, **kwargs)
+        self._train = ByImage(self._items)
         self._val = VQADataset(val, self.vocab, self.answers, **kwargs)
         self._collate = collate_vqa
+        self.ood_tensors, self.ood_meta = ood_from_cache(cache, self._items.handles.values(),
+                                                        self._val.handles.values())
         self.dataset_name = Path(d.train_questions).name
 
     def train_set(self) -> Any:
         return self._train
 
-    def collate(self, items: list) -> Any:
-        return self._collate(items)
+    def collate(self, groups: list) -> Any:
+        return collate_by_image(groups, self._collate)
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float], int]:
-        logits, _ = model(batch["visual"], batch["questions"], batch["lengths"])  # (B, N), (B, G, P)
+        logits, _ = model(batch["visual"], batch["questions"], batch["lengths"], batch["image_index"])  # (B, N)
         loss, stats = vqa_loss(logits, batch["targets"])
         return loss, stats, logits.shape[0]
 
@@ -89,4 +99,4 @@ class VQATask:
         training = {**training, "task": "vqa", "dataset": self.dataset_name,
                     "max_question_len": self.cfg.data.max_question_len}
         save_model(path, "vqa", model.head, model.encoder, self.vocab, self.answers, training,
-                   extra_tensors, extra_meta)
+                   {**extra_tensors, **self.ood_tensors}, {**extra_meta, **self.ood_meta})

@@ -1,0 +1,188 @@
+"""Every figure of the README's model card for a captioner + VQA checkpoint pair on a shapes split.
+
+VQA accuracy (official metric) per question type; caption BLEU/METEOR/ROUGE-L/CIDEr-D (beam 3);
+CHAIR-i hallucination; the pointing game for caption words that name an object and for questions
+about one object; the out-of-distribution check on scikit-image photos and on the split's scenes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from mmapp.data.shapes import COLORS, SHAPES, SIZES
+from mmapp.inference import Captioner, VQAModel
+from mmapp.metrics.grounding import score_grounding, summarize_grounding
+
+OOD_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+_SHAPE_WORDS = {s: s for s in SHAPES} | {s + "s": s for s in SHAPES}
+
+
+def object_mentions(tokens: Sequence[str]) -> list[tuple[int, str | None, str, str | None]]:
+    """(position of the shape word, colour, shape, size) of each shape noun phrase in a caption."""
+    out = []
+    for t, word in enumerate(tokens):
+        shape = _SHAPE_WORDS.get(word)
+        if shape is None:
+            continue
+        colour = size = None
+        j = t - 1
+        while j >= 0 and (tokens[j] in COLORS or tokens[j] in SIZES):
+            colour = colour or (tokens[j] if tokens[j] in COLORS else None)
+            size = size or (tokens[j] if tokens[j] in SIZES else None)
+            j -= 1
+        out.append((t, colour, shape, size))
+    return out
+
+
+def _load_split(data_dir: Path, split: str) -> dict[str, Any]:
+    ann = data_dir / "annotations"
+    captions = json.loads((ann / f"captions_{split}.json").read_text())
+    instances = json.loads((ann / f"instances_{split}.json").read_text())
+    shapes = {c["id"]: c["name"] for c in instances["categories"]}
+    objects: dict[int, list[dict]] = defaultdict(list)
+    for a in instances["annotations"]:
+        objects[a["image_id"]].append({"id": a["id"], "shape": shapes[a["category_id"]], "color": a["color"],
+                                       "size": a["size"], "bbox": a["bbox"]})
+    refs: dict[int, list[str]] = defaultdict(list)
+    for a in captions["annotations"]:
+        refs[a["image_id"]].append(a["caption"])
+    images = {im["id"]: im for im in captions["images"]}
+    return {"images": images, "objects": objects, "refs": refs,
+            "questions": json.loads((ann / f"questions_{split}.json").read_text()),
+            "annotations": json.loads((ann / f"annotations_{split}.json").read_text()),
+            "image_root": data_dir / "images" / split}
+
+
+def _encode_all(model: Captioner, paths: list[Path], batch_size: int = 32) -> torch.Tensor:
+    from tqdm import tqdm
+
+    out = []
+    for start in tqdm(range(0, len(paths), batch_size), desc="encoding", unit="batch", leave=False):
+        features, _ = model.encode([str(p) for p in paths[start:start + batch_size]])
+        out.append(features.cpu())
+    return torch.cat(out)  # (N, P, D)
+
+
+def evaluate(captioner: Captioner, vqa: VQAModel, data_dir: str | Path, split: str = "test",
+             beam_size: int = 3, limit: int = 0, with_meteor: bool = True) -> dict[str, Any]:
+    """All model-card figures for one split of a shapes dataset folder."""
+    from mmapp.data.shapes_text import mentioned_objects
+    from mmapp.metrics.caption_metrics import score_captions
+    from mmapp.metrics.hallucination import chair
+    from mmapp.metrics.vqa_accuracy import vqa_accuracy
+
+    start = time.perf_counter()
+    data = _load_split(Path(data_dir), split)
+    ids = sorted(data["images"])[: limit or None]
+    paths = [data["image_root"] / data["images"][i]["file_name"] for i in ids]
+    features = _encode_all(captioner, paths)  # (N, P, D)
+    row = {image_id: r for r, image_id in enumerate(ids)}
+    H, W = captioner.grid
+
+    # Captions, hallucination and word grounding.
+    captions: dict[int, str] = {}
+    word_scores, word_groups = [], []
+    for s in range(0, len(ids), 64):
+        decoded = captioner.caption_features(features[s:s + 64], beam_size=beam_size)
+        for k, image_id in enumerate(ids[s:s + 64]):
+            words = captioner.vocab.decode(decoded.tokens[k].tolist())
+            captions[image_id] = " ".join(words)
+            att = decoded.attention[k, : len(words)].float().cpu().numpy().reshape(len(words), H, W)
+            im = data["images"][image_id]
+            for t, colour, shape, size in object_mentions(words):
+                boxes = [o["bbox"] for o in data["objects"][image_id] if o["shape"] == shape
+                         and (colour is None or o["color"] == colour) and (size is None or o["size"] == size)]
+                if boxes:  # hallucinated mentions are counted by CHAIR, not here
+                    scores = [score_grounding(att[t], (im["width"], im["height"]), b) for b in boxes]
+                    word_scores.append(max(scores, key=lambda g: (g.hit, g.mass)))
+                    word_groups.append(shape)
+    caption_scores = score_captions({i: data["refs"][i] for i in ids}, captions, with_meteor=with_meteor)
+    present = {i: [(o["color"], o["shape"]) for o in data["objects"][i]] for i in ids}
+    hallucination = chair(captions, present, mentioned_objects)
+
+    # VQA accuracy and question grounding.
+    anns = {a["question_id"]: a for a in data["annotations"]["annotations"]}
+    questions = [q for q in data["questions"]["questions"] if q["image_id"] in row]
+    results, q_scores, q_groups = [], [], []
+    for s in range(0, len(questions), 256):
+        chunk = questions[s:s + 256]
+        rows = torch.tensor([row[q["image_id"]] for q in chunk])
+        probs, attention = vqa.answer_features(features.index_select(0, rows), [q["question"] for q in chunk])
+        maps = attention.float().mean(dim=1).cpu().numpy().reshape(len(chunk), H, W)  # mean over glimpses
+        for q, p, amap in zip(chunk, probs.argmax(-1).tolist(), maps):
+            results.append({"question_id": q["question_id"], "answer": vqa.answer_vocab.answers[p]})
+            ann = anns[q["question_id"]]
+            if len(ann.get("object_ids", [])) == 1:
+                obj = next(o for o in data["objects"][q["image_id"]] if o["id"] == ann["object_ids"][0])
+                im = data["images"][q["image_id"]]
+                q_scores.append(score_grounding(amap, (im["width"], im["height"]), obj["bbox"]))
+                q_groups.append(ann["question_type"])
+    sub_questions = dict(data["questions"], questions=questions)
+    sub_annotations = dict(data["annotations"], annotations=[anns[q["question_id"]] for q in questions])
+    accuracy = vqa_accuracy(results, sub_questions, sub_annotations)
+
+    report = {
+        "split": split, "images": len(ids), "questions": len(questions), "beam_size": beam_size,
+        "captions": {k: v for k, v in caption_scores.overall.items()},
+        "hallucination": {k: hallucination[k] for k in ("chair_i", "chair_s", "num_mentions", "num_hallucinated")},
+        "caption_grounding": summarize_grounding(word_scores, word_groups) if word_scores else None,
+        "vqa": {k: accuracy[k] for k in ("overall", "per_question_type", "per_answer_type")},
+        "vqa_grounding": summarize_grounding(q_scores, q_groups) if q_scores else None,
+        "ood": ood_report(captioner, features),
+        "examples": [{"image_id": i, "caption": captions[i], "references": data["refs"][i][:2]} for i in ids[:5]],
+    }
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    return report
+
+
+def ood_report(model: Captioner, scene_features: torch.Tensor) -> dict[str, Any] | None:
+    """Pass rate of in-domain scenes and the flags of the scikit-image photos."""
+    import skimage.data
+
+    scenes = model.out_of_domain(scene_features)
+    if scenes is None:
+        return None
+    photos = {}
+    for name in OOD_PHOTOS:
+        features, _ = model.encode(getattr(skimage.data, name)())
+        score, flagged = model.out_of_domain(features)[0]
+        photos[name] = {"score": round(score, 3), "flagged": flagged}
+    return {"threshold": model.ood.threshold, "scene_pass_rate": float(np.mean([not f for _, f in scenes])),
+            "photos": photos}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The model card's tables."""
+    c, v = report["captions"], report["vqa"]
+    lines = [f"Split `{report['split']}`: {report['images']} images, {report['questions']} questions, "
+             f"beam {report['beam_size']}.", "", "| figure | value |", "|---|---|"]
+    for k in ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"):
+        val = c.get(k)
+        lines.append(f"| caption {k} | {val:.3f} |" if isinstance(val, float) else f"| caption {k} | n/a |")
+    h = report["hallucination"]
+    lines.append(f"| hallucinated objects (CHAIR-i) | {h['chair_i']:.3f} |")
+    if report["caption_grounding"]:
+        g = report["caption_grounding"]
+        lines.append(f"| caption words: pointing game | {g['hit_rate']:.3f} (n={g['n']}, chance {g['chance']:.3f}) |")
+    lines.append(f"| VQA accuracy (official) | {v['overall']:.3f} |")
+    for t, acc in sorted(v["per_question_type"].items()):
+        lines.append(f"| VQA accuracy, {t} | {acc:.3f} |")
+    if report["vqa_grounding"]:
+        g = report["vqa_grounding"]
+        lines.append(f"| questions about one object: pointing game | {g['hit_rate']:.3f} (n={g['n']}, "
+                     f"chance {g['chance']:.3f}) |")
+        for t, s in sorted(g.get("by_group", {}).items()):
+            lines.append(f"| pointing game, {t} questions | {s['hit_rate']:.3f} (n={s['n']}) |")
+    if report["ood"]:
+        o = report["ood"]
+        lines.append(f"| in-domain scenes passing the OOD check | {o['scene_pass_rate']:.3f} |")
+        flagged = ", ".join(f"{k} {'flagged' if p['flagged'] else 'NOT flagged'}" for k, p in o["photos"].items())
+        lines.append(f"| scikit-image photos | {flagged} |")
+    return "\n".join(lines) + "\n"
