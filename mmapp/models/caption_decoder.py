@@ -39,10 +39,21 @@ class CaptionDecoder(nn.Module):
         """tokens (B,) -> logits (B, V), attention alpha (B, P), next state."""
         raise NotImplementedError
 
-    def forward(self, features: Tensor, inputs: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, features: Tensor, inputs: Tensor, image_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Teacher forcing: features (B, P, D), inputs (B, T) = ``<start> w1 .. w_{T-1}``
-        -> logits (B, T, V) for the next words, attention (B, T, P)."""
+        -> logits (B, T, V) for the next words, attention (B, T, P).
+
+        With ``image_index`` (N,), features are (I, P, D) for I images and caption n belongs to image
+        ``image_index[n]``: per-image work (e.g. attention keys) is done once per image, not per caption.
+        """
         raise NotImplementedError
+
+    def prepare_for(self, features: Tensor, image_index: Tensor | None) -> State:
+        """``prepare`` once per image, then one memory row per caption."""
+        memory = self.prepare(features)
+        if image_index is None:
+            return memory
+        return {name: t.index_select(0, image_index) for name, t in memory.items()}  # (N, ...)
 
 
 class RecurrentAttentionDecoder(CaptionDecoder):
@@ -58,23 +69,30 @@ class RecurrentAttentionDecoder(CaptionDecoder):
             raise ValueError("decoder.vocab_size must be set (>= 5)")
         self.cfg = cfg
         S, L = cfg.hidden_dim, cfg.num_layers
+        D = cfg.project_dim or cfg.encoder_dim
+        self.project = (nn.Sequential(nn.Linear(cfg.encoder_dim, D), nn.ReLU()) if cfg.project_dim
+                        else nn.Identity())
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
-        self.attention = AdditiveAttention(cfg.encoder_dim, S, cfg.attention_dim)
-        self.init_h = nn.Linear(cfg.encoder_dim, L * S)
-        self.init_c = nn.Linear(cfg.encoder_dim, L * S)
-        self.gate = nn.Linear(S, cfg.encoder_dim)  # beta: how much of the context to let in
+        self.attention = AdditiveAttention(D, S, cfg.attention_dim)
+        self.init_h = nn.Linear(D, L * S)
+        # GRU / plain RNN cells carry c through unchanged: a learned init_c would never get a gradient.
+        self.init_c = nn.Linear(D, L * S) if cfg.cell in ("lstm", "peephole") else None
+        self.gate = nn.Linear(S, D)  # beta: how much of the context to let in
         self.cells = nn.ModuleList(
-            make_cell(cfg.cell, (cfg.embed_dim + cfg.encoder_dim) if i == 0 else S, S) for i in range(L))
+            make_cell(cfg.cell, (cfg.embed_dim + D) if i == 0 else S, S) for i in range(L))
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(S, cfg.vocab_size)
 
     def prepare(self, features: Tensor) -> State:
-        return {"features": features, "keys": self.attention.project(features)}  # (B, P, D), (B, P, A)
+        features = self.project(features)  # (B, P, D')
+        return {"features": features, "keys": self.attention.project(features)}  # (B, P, D'), (B, P, A)
 
     def init_state(self, memory: State) -> State:
         mean = memory["features"].mean(dim=1)  # (B, D)
         B, L, S = mean.shape[0], self.cfg.num_layers, self.cfg.hidden_dim
-        return {"h": self.init_h(mean).view(B, L, S), "c": self.init_c(mean).view(B, L, S)}
+        h = self.init_h(mean).view(B, L, S)
+        c = self.init_c(mean).view(B, L, S) if self.init_c is not None else torch.zeros_like(h)
+        return {"h": h, "c": c}
 
     def _advance(self, embedded: Tensor, state: State, memory: State) -> tuple[Tensor, Tensor, State]:
         """embedded (B, E) -> top hidden (B, S), alpha (B, P), next state (h, c: (B, L, S))."""
@@ -95,8 +113,8 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         top, alpha, state = self._advance(self.embedding(tokens), state, memory)
         return self.output(self.dropout(top)), alpha, state
 
-    def forward(self, features: Tensor, inputs: Tensor) -> tuple[Tensor, Tensor]:
-        memory = self.prepare(features)
+    def forward(self, features: Tensor, inputs: Tensor, image_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        memory = self.prepare_for(features, image_index)
         state = self.init_state(memory)
         embedded = self.embedding(inputs)  # (B, T, E)
         tops, alphas = [], []
