@@ -1,0 +1,139 @@
+"""Encoder: grid shapes, freezing / partial fine-tuning, and the packaged ImageNet weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mmapp.config import CaptionDecoderConfig, EncoderConfig
+from mmapp.errors import CheckpointError
+from mmapp.losses import caption_loss
+from mmapp.models.caption_decoder import build_caption_decoder
+from mmapp.models.encoder import Encoder, build_encoder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("size, grid, expected", [
+    (224, "last", (7, 7, 1280)),
+    (224, "joined", (14, 14, 1392)),
+    (448, "last", (14, 14, 1280)),
+    (64, "joined", (4, 4, 1392)),
+])
+def test_grid_shapes(size: int, grid: str, expected: tuple[int, int, int]) -> None:
+    encoder = build_encoder(EncoderConfig(weights="none", input_size=size, grid=grid)).eval()
+    H, W, D = expected
+    with torch.no_grad():
+        out = encoder(torch.randn(1, 3, size, size))
+        maps = encoder.feature_maps(torch.randn(1, 3, size, size))
+    assert out.shape == (1, H * W, D)
+    assert maps.shape == (1, D, H, W)
+    assert encoder.grid_size() == (H, W)
+    assert encoder.out_dim == D
+
+
+def test_grid_is_the_flattened_feature_map() -> None:
+    encoder = build_encoder(EncoderConfig(weights="none", input_size=64)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        maps, grid = encoder.feature_maps(x), encoder(x)
+    # cell p = (row, col) = divmod(p, W): grid[b, p] is maps[b, :, row, col]
+    assert torch.equal(grid[1, 1 * 4 + 2], maps[1, :, 1, 2])
+    assert torch.equal(grid[0, 3 * 4 + 0], maps[0, :, 3, 0])
+
+
+def test_joined_grid_is_the_stride16_stage_then_the_upsampled_last_stage() -> None:
+    torch.manual_seed(0)
+    joined = build_encoder(EncoderConfig(weights="none", input_size=64, grid="joined")).eval()
+    last = build_encoder(EncoderConfig(weights="none", input_size=64, grid="last")).eval()
+    last.load_state_dict(joined.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        maps = joined.feature_maps(x)  # (1, 112 + 1280, 4, 4)
+        (mid,) = joined.backbone.forward_intermediates(x, indices=[3], intermediates_only=True)
+        upsampled = torch.nn.functional.interpolate(last.feature_maps(x), size=(4, 4), mode="bilinear",
+                                                    align_corners=False)
+    assert mid.shape == (1, 112, 4, 4)
+    assert torch.allclose(maps[:, :112], mid, atol=1e-5)
+    assert torch.allclose(maps[:, 112:], upsampled, atol=1e-5)
+
+
+def _batchnorms(encoder: Encoder) -> list[nn.Module]:
+    return [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def test_frozen_encoder_gets_no_gradient_and_keeps_batchnorm_in_eval(tiny_encoder_cfg) -> None:
+    torch.manual_seed(0)
+    encoder = build_encoder(tiny_encoder_cfg)
+    decoder = build_caption_decoder(CaptionDecoderConfig(vocab_size=9, encoder_dim=encoder.out_dim, embed_dim=8,
+                                                         attention_dim=8, hidden_dim=8, dropout=0.0))
+    encoder.train()
+    decoder.train()
+    bns = _batchnorms(encoder)
+    assert bns and not any(m.training for m in bns), "frozen BatchNorm must stay in eval mode under .train()"
+    stats_before = [m.running_mean.clone() for m in bns]
+
+    images = torch.randn(2, 3, 64, 64) * 3 + 1
+    targets = torch.tensor([[4, 5, 6, 2], [7, 8, 2, 0]])
+    inputs = torch.tensor([[1, 4, 5, 6], [1, 7, 8, 2]])
+    logits, alphas = decoder(encoder(images), inputs)
+    loss, _ = caption_loss(logits, alphas, targets)
+    loss.backward()
+
+    assert not any(p.requires_grad for p in encoder.parameters())
+    assert all(p.grad is None for p in encoder.parameters())
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(stats_before, bns)), "BatchNorm statistics moved"
+    assert all(p.grad is not None for p in decoder.parameters())
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_fine_tune_trains_exactly_the_last_stages_and_head(stages: int) -> None:
+    torch.manual_seed(0)
+    encoder = build_encoder(EncoderConfig(weights="none", input_size=64, fine_tune_stages=stages)).train()
+    n_blocks = len(encoder.backbone.blocks)
+    trainable_prefixes = tuple(f"backbone.blocks.{i}." for i in range(n_blocks - stages, n_blocks)) + (
+        "backbone.conv_head.", "backbone.bn2.")
+    expected = {n for n, _ in encoder.named_parameters() if n.startswith(trainable_prefixes)}
+    actual = {n for n, p in encoder.named_parameters() if p.requires_grad}
+    assert expected and actual == expected
+
+    decoder = build_caption_decoder(CaptionDecoderConfig(vocab_size=9, encoder_dim=encoder.out_dim, embed_dim=8,
+                                                         attention_dim=8, hidden_dim=8, dropout=0.0))
+    logits, alphas = decoder(encoder(torch.randn(2, 3, 64, 64)), torch.tensor([[1, 4, 5], [1, 6, 7]]))
+    loss, _ = caption_loss(logits, alphas, torch.tensor([[4, 5, 2], [6, 7, 2]]))
+    loss.backward()
+    for name, p in encoder.named_parameters():
+        if name in expected:
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached {name}"
+        else:
+            assert p.grad is None, f"frozen {name} got a gradient"
+    # the fine-tuned encoder is not frozen: its BatchNorm layers follow .train()
+    assert any(m.training for m in _batchnorms(encoder))
+
+
+def test_unknown_weights_file_is_a_checkpoint_error(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        build_encoder(EncoderConfig(weights=str(tmp_path / "missing.pth"), input_size=64))
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a state dict")
+    with pytest.raises(CheckpointError, match="bad.pth"):
+        build_encoder(EncoderConfig(weights=str(bad), input_size=64))
+
+
+def test_packaged_weights_classify_real_photos() -> None:
+    """EfficientNet-Lite0 with the package's ImageNet weights, preprocessed as the app does."""
+    from skimage import data
+
+    from mmapp.images import load_image, preprocess
+
+    cfg = EncoderConfig()  # package weights, tf_efficientnet_lite0, 224, mean = std = 0.5
+    assert (cfg.name, cfg.weights, cfg.input_size, cfg.mean, cfg.std) == (
+        "tf_efficientnet_lite0", "package", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    encoder = build_encoder(cfg).eval()
+    assert encoder.weights_id() != "random"
+    batch = torch.stack([preprocess(load_image(data.chelsea()), cfg), preprocess(load_image(data.coffee()), cfg)])
+    with torch.no_grad():
+        top = encoder.classify(batch).argmax(dim=-1).tolist()
+    assert 281 <= top[0] <= 285, f"chelsea classified as ImageNet class {top[0]}, not a cat"
+    assert top[1] == 967, f"coffee classified as ImageNet class {top[1]}, not espresso"
