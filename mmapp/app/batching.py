@@ -1,0 +1,87 @@
+"""Dynamic batching of model calls across concurrent requests, with per-request errors.
+
+Gradio's own ``batch=True`` hands a batch function lists of inputs, but an exception fails every
+request in the batch, and a batch function cannot fail just one of them. The app therefore validates
+each request in its own handler (so a bad upload gets its own clear error) and hands only valid work
+to a ``MicroBatcher``: one worker thread takes everything that is waiting (up to ``max_batch_size``)
+and runs it as one model call. While the worker is busy new requests pile up and form the next batch,
+so throughput grows with load and an idle server adds no latency. Should a batch still fail, each of
+its items is retried alone, so one bad item only fails its own request.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Callable, Generic, Sequence, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+log = logging.getLogger(__name__)
+
+
+class MicroBatcher(Generic[Item, Result]):
+    """Runs ``run_batch(items) -> results`` (one result, or an ``Exception`` instance, per item)."""
+
+    def __init__(self, run_batch: Callable[[Sequence[Item]], Sequence[Result | Exception]],
+                 max_batch_size: int = 16, name: str = "batcher") -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.run_batch, self.max_batch_size, self.name = run_batch, max_batch_size, name
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)  # recent sizes, for tests/stats
+        self._pending: collections.deque[tuple[Item, Future]] = collections.deque()
+        self._wake = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._closed = False
+
+    def submit(self, item: Item, timeout: float | None = None) -> Result:
+        """Queue one item, wait for its batch to run and return its result (or raise its error)."""
+        future: Future = Future()
+        with self._wake:
+            if self._closed:
+                raise RuntimeError(f"{self.name} is closed")
+            self._pending.append((item, future))
+            if self._worker is None:  # started on first use: nothing runs at construction
+                self._worker = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._worker.start()
+            self._wake.notify()
+        return future.result(timeout)
+
+    def close(self) -> None:
+        """Stop the worker after the work already queued."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if not self._pending:
+                    return
+                batch = [self._pending.popleft() for _ in range(min(len(self._pending), self.max_batch_size))]
+            self.batch_sizes.append(len(batch))
+            self._run([item for item, _ in batch], [future for _, future in batch])
+
+    def _run(self, items: list[Item], futures: list[Future]) -> None:
+        try:
+            results = list(self.run_batch(items))
+            if len(results) != len(items):
+                raise RuntimeError(f"{self.name}: {len(items)} items gave {len(results)} results")
+        except Exception as error:  # noqa: BLE001 - isolate the failing item by retrying one by one
+            if len(items) > 1:
+                log.warning("%s: a batch of %d failed (%s); retrying its items one by one",
+                            self.name, len(items), error)
+                for item, future in zip(items, futures):
+                    self._run([item], [future])
+                return
+            results = [error]
+        for future, result in zip(futures, results):
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)

@@ -1,0 +1,187 @@
+"""The served app, driven through ``gradio_client``: the /caption and /answer endpoints, a clear error
+for every kind of bad input (and the app keeps serving), and 32 concurrent requests batched together."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmapp.app.service import AppService
+from mmapp.app.tiny import make_tiny_checkpoints, write_scene
+from mmapp.inference import Captioner, VQAModel
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from mmapp.app.ui import build_service_demo, launch_demo
+
+    folder = tmp_path_factory.mktemp("app")
+    cap_path, vqa_path = make_tiny_checkpoints(folder, captioner_ood_threshold=-1.0)
+    captioner = Captioner.from_checkpoint(cap_path, "cpu")
+    vqa = VQAModel.from_checkpoint(vqa_path, "cpu", encoder=captioner.encoder)
+    service = AppService(captioner, vqa, max_batch_size=16, checkpoints={"captioner": cap_path, "vqa": vqa_path})
+    demo = build_service_demo(service)
+    _, url, _ = launch_demo(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
+    client = Client(url, verbose=False)
+    yield {"client": client, "url": url, "service": service, "scene": write_scene(folder / "scene.png"),
+           "folder": folder, "grid": captioner.grid}
+    demo.close()
+    service.close()
+
+
+def caption(server, path, beam=3):
+    return server["client"].predict(handle_file(str(path)), beam, api_name="/caption")
+
+
+def answer(server, path, question):
+    return server["client"].predict(handle_file(str(path)), question, api_name="/answer")
+
+
+def test_caption_endpoint(server):
+    data = caption(server, server["scene"], 2)
+    assert isinstance(data["caption"], str) and data["caption"] == " ".join(data["tokens"])
+    assert isinstance(data["score"], float) and data["score"] <= 0 and data["beam_size"] == 2
+    attention = np.asarray(data["attention"])
+    assert attention.shape == (len(data["tokens"]), *server["grid"])  # one (H, W) map per token
+    assert np.allclose(attention.reshape(len(data["tokens"]), -1).sum(-1), 1, atol=1e-3)
+    assert data["image_size"] == [224, 224] and data["grid"] == list(server["grid"])
+    assert data["out_of_domain"]["flagged"] is True  # the tiny captioner's threshold is -1
+
+
+def test_answer_endpoint(server):
+    data = answer(server, server["scene"], "what color is the circle?")
+    assert data["question"] == "what color is the circle?"
+    probs = [a["probability"] for a in data["answers"]]
+    assert len(data["answers"]) == 5 and all(isinstance(a["answer"], str) for a in data["answers"])
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert np.asarray(data["attention"]).shape == tuple(server["grid"])
+    assert data["out_of_domain"] is None and data["warnings"] == []  # the VQA checkpoint has no OOD stats
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` pixels (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+BAD_IMAGES = {
+    "notes.txt": (lambda p: p.write_text("hello, not an image"), "notes.txt is not an image file PIL can read"),
+    "empty.png": (lambda p: p.write_bytes(b""), "empty.png is not an image file PIL can read"),
+    "truncated.png": (lambda p: p.write_bytes(p.with_name("scene.png").read_bytes()[:400]),
+                      "truncated.png is corrupt or truncated"),
+    "tiny.png": (lambda p: Image.new("RGB", (1, 1)).save(p), "tiny.png is 1x1 pixels: too small"),
+    "huge.png": (lambda p: Image.new("1", (9000, 5000)).save(p), "more than the 40 megapixel limit"),
+    "bomb.png": (lambda p: p.write_bytes(_png_header_only(100_000, 100_000)), "too large to decode safely"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_IMAGES))
+def test_bad_images_get_a_clear_error_and_the_app_keeps_serving(server, name):
+    make, message = BAD_IMAGES[name]
+    path = server["folder"] / name
+    make(path)
+    for call in (lambda: caption(server, path), lambda: answer(server, path, "what color is the circle?")):
+        with pytest.raises(AppError) as info:
+            call()
+        assert message in str(info.value) and "Traceback" not in str(info.value)
+        assert str(server["folder"]) not in str(info.value)  # the server's temp path is not shown
+    assert caption(server, server["scene"], 1)["tokens"]  # still serving
+
+
+BAD_QUESTIONS = [("", "the question is empty"), ("   ", "the question is empty"),
+                 ("why " * 2500, "10,000 characters long; the limit is 500"),
+                 ("🙂🙂🙂", "none of the question's words are known"),
+                 ("这是什么颜色？", "none of the question's words are known"),
+                 ("?!?", "the question has no words")]
+
+
+@pytest.mark.parametrize("question, message", BAD_QUESTIONS)
+def test_bad_questions_get_a_clear_error(server, question, message):
+    with pytest.raises(AppError, match=message):
+        answer(server, server["scene"], question)
+    assert len(answer(server, server["scene"], "is there a red square?")["answers"]) == 5
+
+
+@pytest.mark.parametrize("beam", [0, 11, 2.5])
+def test_bad_beam_sizes_get_a_clear_error(server, beam):
+    with pytest.raises(AppError, match="beam size must be a whole number from 1 to 10"):
+        caption(server, server["scene"], beam)
+
+
+def test_odd_but_valid_images_work(server):
+    folder = server["folder"]
+    rgb = np.asarray(Image.open(server["scene"]).convert("RGB"))
+    Image.fromarray(rgb).convert("L").save(folder / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(folder / "rgba.png")
+    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(folder / "deep16.png")
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
+    frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    for name in ("gray.png", "rgba.png", "deep16.png", "cmyk.jpg", "anim.gif"):
+        data = caption(server, folder / name)
+        assert data["image_size"] == [224, 224], name
+    assert caption(server, folder / "anim.gif")["warnings"] == ["anim.gif is animated: only its first frame is used"]
+    data = answer(server, folder / "rgba.png", "what color is the ✨ circle?")
+    assert data["warnings"] == ["words the model does not know were ignored: '✨'"] and len(data["answers"]) == 5
+
+
+def test_a_client_cannot_make_the_app_read_other_server_files(server):
+    import httpx
+
+    secret = server["folder"] / "private.png"
+    write_scene(secret)
+    base = server["url"].rstrip("/")
+    event = httpx.post(f"{base}/gradio_api/call/caption", json={"data": [{"path": str(secret)}, 3]}).json()
+    stream = httpx.get(f"{base}/gradio_api/call/caption/{event['event_id']}", timeout=30).text
+    assert "event: error" in stream and "private.png was not uploaded to this app" in stream
+    assert '"caption"' not in stream
+
+
+def test_uploads_over_the_size_limit_are_refused(server):
+    big = server["folder"] / "big.bmp"
+    big.write_bytes(b"BM" + b"\0" * (21 * 1024 * 1024))
+    with pytest.raises(Exception, match="exceeds the maximum file size"):
+        caption(server, big)
+    assert caption(server, server["scene"], 1)["tokens"]
+
+
+def test_32_concurrent_requests_all_succeed_and_share_batches(server):
+    folder = server["folder"]
+    scenes = [write_scene(folder / f"c{i}.png", seed=i) for i in range(4)]
+    bad = folder / "bad.txt"
+    bad.write_text("not an image")
+    service = server["service"]
+    service.captions.batch_sizes.clear()
+
+    def job(i):
+        if i % 2:
+            return answer(server, scenes[i % 4], "how many objects are there?")
+        return caption(server, scenes[i % 4], 1 + i % 3)
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        bad_futures = [pool.submit(caption, server, bad), pool.submit(answer, server, scenes[0], "")]
+        results = list(pool.map(job, range(32)))
+    assert all(len(r["answers"]) == 5 for r in results[1::2])
+    assert all(isinstance(r["caption"], str) and len(r["attention"]) == len(r["tokens"]) for r in results[::2])
+    for future in bad_futures:
+        with pytest.raises(AppError):
+            future.result()
+    assert max(service.captions.batch_sizes) > 1 or max(service.answers.batch_sizes) > 1
