@@ -15,6 +15,27 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from mmapp.config import VQAConfig
 
 
+def attend_per_image(weights: Tensor, features: Tensor, image_index: Tensor) -> Tensor:
+    """weights (B, G, P) of B questions, features (I, P, D) of I images, image_index (B,)
+    -> (B, G, D) with row b = weights[b] @ features[image_index[b]].
+
+    The questions of each image are stacked into one (M*G, P) block so that one batched matmul
+    serves them all, without copying an image's (P, D) grid once per question.
+    """
+    B, G, P = weights.shape
+    images = features.shape[0]
+    counts = torch.bincount(image_index, minlength=images)  # (I,)
+    starts = torch.cumsum(counts, 0) - counts
+    order = torch.argsort(image_index, stable=True)
+    slot = torch.empty_like(image_index)
+    slot[order] = torch.arange(B, device=image_index.device) - starts[image_index[order]]  # rank within image
+    M = int(counts.max())
+    blocks = weights.new_zeros(images, M, G, P)
+    blocks[image_index, slot] = weights  # (I, M, G, P)
+    out = torch.bmm(blocks.view(images, M * G, P), features).view(images, M, G, -1)  # (I, M, G, D)
+    return out[image_index, slot]  # (B, G, D)
+
+
 class QuestionEncoder(nn.Module):
     """Word embedding + recurrent encoder over a padded question batch (packed sequences)."""
 
@@ -52,7 +73,7 @@ class GlimpseAttention(nn.Module):
 
         With ``image_index`` (B,), features are (I, P, D) and question b is about image ``image_index[b]``.
         """
-        keys = self.feature_proj(self.dropout(features))  # (I or B, P, A): once per image
+        keys = self.dropout(self.feature_proj(features))  # (I or B, P, A): once per image
         if image_index is not None:
             keys = keys.index_select(0, image_index)  # (B, P, A)
         joint = F.relu(keys + self.question_proj(self.dropout(question)).unsqueeze(1))  # (B, P, A)
@@ -90,9 +111,10 @@ class VQANet(nn.Module):
         features = F.normalize(features, dim=-1)  # (B or I, P, D), unit length per cell
         question = self.question_encoder(questions, lengths)  # (B, Q)
         attention = self.attention(features, question, image_index)  # (B, G, P)
-        if image_index is not None:
-            features = features.index_select(0, image_index)  # (B, P, D)
-        glimpses = torch.bmm(attention, features).flatten(1)  # (B, G*D)
+        if image_index is None:
+            glimpses = torch.bmm(attention, features).flatten(1)  # (B, G*D)
+        else:
+            glimpses = attend_per_image(attention, features, image_index).flatten(1)  # (B, G*D)
         if self.fuse_image is None:
             fused = torch.cat([self.dropout(glimpses), self.dropout(question)], dim=-1)  # (B, G*D + Q)
         else:
