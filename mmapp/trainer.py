@@ -170,8 +170,11 @@ class Run:
         skip = self.step_in_epoch * tcfg.batch_size
         sampler = EpochSampler(len(self.task.train_set()), tcfg.seed, self.epoch, self.info.rank,
                                self.info.world_size, skip=skip)
+        # The loader's own generator: starting an iterator otherwise draws its worker seed from the
+        # global RNG, so a run resumed mid-epoch would get other dropout masks than the unbroken run.
+        generator = torch.Generator().manual_seed(tcfg.seed * 100_003 + self.epoch)
         loader = DataLoader(self.task.train_set(), batch_size=tcfg.batch_size, sampler=sampler,
-                            collate_fn=self.task.collate, num_workers=tcfg.num_workers)
+                            collate_fn=self.task.collate, num_workers=tcfg.num_workers, generator=generator)
         bar = tqdm(total=len(loader), desc=f"epoch {self.epoch + 1}/{tcfg.epochs}", unit="batch",
                    disable=self.quiet or not self.info.is_main, file=sys.stderr, leave=False)
         start_step = self.step_in_epoch

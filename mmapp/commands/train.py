@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from mmapp.config import load_config
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "last.safetensors").is_file():
-            raise FileNotFoundError(run_dir / "last.safetensors")
+            raise FileNotFoundError(2, "no checkpoint to resume from", str(run_dir / "last.safetensors"))
         config_file = config_file or run_dir / "config.yaml"
         overrides.append(f"out={run_dir}")
     elif args.out:
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from mmapp.tasks.vqa import VQATask as task
     result = Run(cfg, task, resume=bool(args.resume), quiet=args.quiet).fit()
-    if not args.quiet:
+    if not args.quiet and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports, once
         print(f"best {result['metric']}: {result['best']:.4f} after {result['epochs']} epochs; "
               f"checkpoints in {cfg.out}")
     return 0
