@@ -70,15 +70,6 @@ def test_eval_needs_exactly_one_source(capsys: pytest.CaptureFixture) -> None:
     assert "exactly one of --results" in capsys.readouterr().err
 
 
-def test_checkpoint_without_evaluate_module(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
-                                            tmp_path: Path) -> None:
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "mmapp.evaluate" else real(name, *a))
-    rc = main(["eval", "vqa", "--checkpoint", str(tmp_path / "c.pt"), "--data", str(tmp_path)])
-    assert rc == 2 and "needs mmapp/evaluate.py" in capsys.readouterr().err
-
-
 def test_checkpoint_calls_decode_split(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls = []
 
@@ -93,5 +84,5 @@ def test_checkpoint_calls_decode_split(monkeypatch: pytest.MonkeyPatch, tmp_path
     rc = main(["eval", "vqa", "--checkpoint", str(tmp_path / "c.pt"), "--data", str(tmp_path), "--split", "val"])
     assert rc == 0
     assert calls == [{"task": "vqa", "checkpoint": tmp_path / "c.pt", "data_dir": tmp_path, "split": "val",
-                      "out_dir": tmp_path / "eval-val"}]
+                      "out_dir": tmp_path / "eval-val", "features": None, "beam_size": 3, "device": "auto"}]
     assert json.loads((tmp_path / "eval-val" / "metrics.json").read_text())["overall"] == pytest.approx(0.875)

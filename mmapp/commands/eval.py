@@ -4,7 +4,6 @@ exists, decode a split with a checkpoint first) and write ``metrics.json`` + ``m
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                      help="decode --split of --data with this checkpoint first, then score it")
     p.add_argument("--data", type=Path, metavar="DIR", help="dataset folder (with --checkpoint)")
     p.add_argument("--split", default="test", help="split to decode (with --checkpoint; default: test)")
+    p.add_argument("--features", type=Path, metavar="CACHE",
+                   help="with --checkpoint: a feature cache of the split's images (else the encoder runs)")
+    p.add_argument("--beam-size", type=int, default=3, help="with --checkpoint: beam width for captions (default 3)")
+    p.add_argument("--device", default="auto", help="with --checkpoint: auto, cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="where metrics.json and metrics.md go (default: beside the results file; "
                         "with --checkpoint, eval-SPLIT/ beside the checkpoint)")
@@ -46,15 +49,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _decode_first(args: argparse.Namespace) -> dict[str, Path] | None:
-    """Run ``mmapp.evaluate.decode_split`` when that module exists; None (and a message) if not."""
-    import sys
-
-    if importlib.util.find_spec("mmapp.evaluate") is None:
-        print("mmapp eval: error: --checkpoint needs mmapp/evaluate.py (decoding a split), which this "
-              "install does not have yet; decode to a results file and use --results instead",
-              file=sys.stderr)
-        return None
+def _decode_first(args: argparse.Namespace) -> dict[str, Path]:
+    """Decode ``--split`` of ``--data`` with ``--checkpoint`` (``mmapp.evaluate.decode_split``)."""
     from mmapp.errors import InputError
     from mmapp.evaluate import decode_split
 
@@ -62,7 +58,8 @@ def _decode_first(args: argparse.Namespace) -> dict[str, Path] | None:
         raise InputError("--checkpoint needs --data DIR (the dataset folder to decode)")
     out = args.out or args.checkpoint.parent / f"eval-{args.split}"
     files = decode_split(task=args.task, checkpoint=args.checkpoint, data_dir=args.data,
-                         split=args.split, out_dir=out)
+                         split=args.split, out_dir=out, features=args.features, beam_size=args.beam_size,
+                         device=args.device)
     args.out = out
     return {k: Path(v) for k, v in files.items()}
 
@@ -78,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
         inputs["questions"] = args.questions
     if args.checkpoint is not None:
         decoded = _decode_first(args)
-        if decoded is None:
-            return 2
         inputs = {k: v if v is not None else decoded.get(k) for k, v in inputs.items()}
     if inputs["annotations"] is None:
         raise InputError("--annotations is required")
