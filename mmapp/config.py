@@ -88,8 +88,13 @@ class VQAConfig:
     hidden_dim: int = 1024
     dropout: float = 0.5
     cell: str = "lstm"
+    feature_norm: str = "l2"  # l2 (per cell, as in the paper) | layer (LayerNorm: every channel counts)
+    coords: bool = False  # append each cell's (x, y) so glimpses carry where they looked
+    count: bool = False  # add sum_p sigmoid(attention logits) per glimpse: softmax alone cannot count
 
     def __post_init__(self) -> None:
+        if self.feature_norm not in ("l2", "layer"):
+            raise ValueError(f"vqa.feature_norm must be 'l2' or 'layer', got {self.feature_norm!r}")
         if self.fusion not in ("concat", "mul"):
             raise ValueError(f"vqa.fusion must be 'concat' or 'mul', got {self.fusion!r}")
         if self.glimpses < 1:

@@ -11,13 +11,15 @@ def caption_loss(logits: Tensor, alphas: Tensor, targets: Tensor, pad_id: int = 
     """Cross-entropy over real words + the doubly stochastic attention regulariser.
 
     logits (B, T, V), alphas (B, T, P), targets (B, T) (``<pad>`` is ignored).
-    Regulariser (Show, Attend and Tell, eq. 14): lambda * mean_b sum_p (1 - sum_t alpha_tp)^2 over
-    non-pad steps, so that every cell receives roughly one unit of attention over the caption.
+    Regulariser (Show, Attend and Tell, eq. 14): lambda * mean over images and cells of
+    (1 - sum_t alpha_tp)^2 over non-pad steps, so that attention over the caption covers the grid.
+    The mean over the P cells (as the widely used PyTorch tutorial does) keeps lambda = 1 meaningful
+    for any grid size; the paper's sum over cells is P times larger.
     """
     mask = targets.ne(pad_id)  # (B, T)
     xent = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=pad_id)
     coverage = (alphas.float() * mask.unsqueeze(-1)).sum(dim=1)  # (B, P)
-    penalty = ((1.0 - coverage) ** 2).sum(dim=-1).mean()
+    penalty = ((1.0 - coverage) ** 2).mean()
     loss = xent + attention_weight * penalty
     return loss, {"xent": float(xent.detach()), "att_penalty": float(penalty.detach())}
 

@@ -1,6 +1,6 @@
 """Example images for the app: shape scenes the models were trained on, and real photos they were not.
 
-Scenes come from ``datasets/shapes_sample/images/*.png`` when that folder exists; the photos are
+Scenes come from ``datasets/shapes_sample/images/test/`` (jpg or png) when that folder exists; the photos are
 scikit-image's bundled ones, written once to a cache folder when the app is built (never at import).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SHAPES_SAMPLE = REPO_ROOT / "datasets" / "shapes_sample" / "images"
+SHAPES_SAMPLE = REPO_ROOT / "datasets" / "shapes_sample" / "images" / "test"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 QUESTIONS = ("what color is the circle?", "how many objects are there?", "is there a red square?",
              "what shape is the blue object?", "is the circle to the left of the star?")
@@ -30,7 +30,7 @@ def scene_examples(folder: Path = SHAPES_SAMPLE, limit: int = 8) -> list[Path]:
     """Up to ``limit`` shape scenes (sorted by name); none when the folder is absent."""
     if not folder.is_dir():
         return []
-    return sorted(folder.glob("*.png"))[:limit]
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
 
 
 def photo_examples(folder: Path | None = None) -> list[Path]:

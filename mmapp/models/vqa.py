@@ -15,6 +15,17 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from mmapp.config import VQAConfig
 
 
+def cell_coordinates(features: Tensor) -> Tensor:
+    """(x, y) in [-1, 1] of every cell of a square grid, shaped like ``features``: (B, P, 2)."""
+    B, P, _ = features.shape
+    side = int(round(P ** 0.5))
+    if side * side != P:
+        raise ValueError(f"vqa.coords needs a square grid, got P={P}")
+    axis = torch.linspace(-1.0, 1.0, side, device=features.device, dtype=features.dtype)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([x, y], dim=-1).view(1, P, 2).expand(B, P, 2)
+
+
 def attend_per_image(weights: Tensor, features: Tensor, image_index: Tensor) -> Tensor:
     """weights (B, G, P) of B questions, features (I, P, D) of I images, image_index (B,)
     -> (B, G, D) with row b = weights[b] @ features[image_index[b]].
@@ -58,7 +69,7 @@ class QuestionEncoder(nn.Module):
 
 
 class GlimpseAttention(nn.Module):
-    """G softmax attention maps over P cells, each conditioned on the question."""
+    """G attention maps (logits) over P cells, each conditioned on the question."""
 
     def __init__(self, feature_dim: int, question_dim: int, attention_dim: int, glimpses: int,
                  dropout: float) -> None:
@@ -69,7 +80,8 @@ class GlimpseAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, features: Tensor, question: Tensor, image_index: Tensor | None = None) -> Tensor:
-        """features (B, P, D), question (B, Q) -> attention (B, G, P), each row summing to 1.
+        """features (B, P, D), question (B, Q) -> attention logits (B, G, P) (softmax over P gives
+        the glimpses).
 
         With ``image_index`` (B,), features are (I, P, D) and question b is about image ``image_index[b]``.
         """
@@ -77,7 +89,7 @@ class GlimpseAttention(nn.Module):
         if image_index is not None:
             keys = keys.index_select(0, image_index)  # (B, P, A)
         joint = F.relu(keys + self.question_proj(self.dropout(question)).unsqueeze(1))  # (B, P, A)
-        return self.score(self.dropout(joint)).transpose(1, 2).softmax(dim=-1)  # (B, G, P)
+        return self.score(self.dropout(joint)).transpose(1, 2)  # (B, G, P)
 
 
 class VQANet(nn.Module):
@@ -89,9 +101,11 @@ class VQANet(nn.Module):
             raise ValueError("vqa.vocab_size and vqa.num_answers must be set")
         self.cfg = cfg
         self.question_encoder = QuestionEncoder(cfg.vocab_size, cfg.embed_dim, cfg.question_dim, cfg.cell)
-        self.attention = GlimpseAttention(cfg.encoder_dim, cfg.question_dim, cfg.attention_dim,
+        feature_dim = cfg.encoder_dim + (2 if cfg.coords else 0)
+        self.norm = nn.LayerNorm(cfg.encoder_dim) if cfg.feature_norm == "layer" else None
+        self.attention = GlimpseAttention(feature_dim, cfg.question_dim, cfg.attention_dim,
                                           cfg.glimpses, cfg.dropout)
-        image_dim = cfg.glimpses * cfg.encoder_dim
+        image_dim = cfg.glimpses * (feature_dim + (1 if cfg.count else 0))
         self.dropout = nn.Dropout(cfg.dropout)
         if cfg.fusion == "concat":
             self.fuse_image: nn.Module | None = None
@@ -108,13 +122,18 @@ class VQANet(nn.Module):
                 image_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """features (B, P, D) (or (I, P, D) for I images with ``image_index`` (B,) naming each
         question's image), questions (B, L), lengths (B,) -> logits (B, N), attention (B, G, P)."""
-        features = F.normalize(features, dim=-1)  # (B or I, P, D), unit length per cell
+        features = self.norm(features) if self.norm is not None else F.normalize(features, dim=-1)
+        if self.cfg.coords:
+            features = torch.cat([features, cell_coordinates(features)], dim=-1)  # (B or I, P, D + 2)
         question = self.question_encoder(questions, lengths)  # (B, Q)
-        attention = self.attention(features, question, image_index)  # (B, G, P)
+        logits = self.attention(features, question, image_index)  # (B, G, P)
+        attention = logits.softmax(dim=-1)
         if image_index is None:
             glimpses = torch.bmm(attention, features).flatten(1)  # (B, G*D)
         else:
             glimpses = attend_per_image(attention, features, image_index).flatten(1)  # (B, G*D)
+        if self.cfg.count:
+            glimpses = torch.cat([glimpses, torch.sigmoid(logits).sum(dim=-1)], dim=-1)  # (B, G*D + G)
         if self.fuse_image is None:
             fused = torch.cat([self.dropout(glimpses), self.dropout(question)], dim=-1)  # (B, G*D + Q)
         else:
