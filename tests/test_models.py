@@ -141,10 +141,14 @@ def test_decoder_image_index_equals_repeated_features(project: int) -> None:
     assert torch.allclose(logits, expected_logits, atol=1e-6) and torch.allclose(alphas, expected_alphas, atol=1e-6)
 
 
-def test_vqa_image_index_equals_repeated_features() -> None:
+VQA_VARIANTS = [dict(fusion="mul"), dict(fusion="concat"), dict(feature_norm="layer", coords=True, count=True)]
+
+
+@pytest.mark.parametrize("options", VQA_VARIANTS[::2], ids=["mul", "layernorm-coords-count"])
+def test_vqa_image_index_equals_repeated_features(options: dict) -> None:
     torch.manual_seed(0)
-    net = _vqa().eval()
-    features, image_index = torch.randn(2, P, D), torch.tensor([1, 1, 0])
+    net = _vqa(**options).eval()
+    features, image_index = torch.randn(2, 9, D), torch.tensor([1, 1, 0])  # a square 3 x 3 grid
     questions, lengths = _questions()
     logits, attention = net(features, questions, lengths, image_index)
     expected_logits, expected_attention = net(features[image_index], questions, lengths)
@@ -152,13 +156,13 @@ def test_vqa_image_index_equals_repeated_features() -> None:
     assert torch.allclose(attention, expected_attention, atol=1e-6)
 
 
-@pytest.mark.parametrize("fusion", ["mul", "concat"])
-def test_vqa_shapes_attention_and_gradients(fusion: str) -> None:
+@pytest.mark.parametrize("options", VQA_VARIANTS, ids=["mul", "concat", "layernorm-coords-count"])
+def test_vqa_shapes_attention_and_gradients(options: dict) -> None:
     torch.manual_seed(0)
-    net = _vqa(fusion=fusion, dropout=0.2).train()
+    net = _vqa(dropout=0.2, **options).train()
     questions, lengths = _questions()
-    logits, attention = net(torch.randn(B, P, D), questions, lengths)
-    assert logits.shape == (B, 4) and attention.shape == (B, 2, P)
+    logits, attention = net(torch.randn(B, 9, D), questions, lengths)  # a square 3 x 3 grid
+    assert logits.shape == (B, 4) and attention.shape == (B, 2, 9)
     assert torch.allclose(attention.sum(-1), torch.ones(B, 2), atol=1e-6)
     targets = torch.tensor([[1.0, 0.3, 0, 0], [0, 0, 0.6, 0], [0, 0, 0, 1.0]])
     loss, _ = vqa_loss(logits, targets)
