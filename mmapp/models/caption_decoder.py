@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from mmapp.config import CaptionDecoderConfig
 from mmapp.models.attention import AdditiveAttention
 from mmapp.models.cells import make_cell
+from mmapp.vocab import Vocab
 
 State = dict[str, Tensor]
 
@@ -114,6 +115,44 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         return self.output(self.dropout(top)), alpha, state
 
     def forward(self, features: Tensor, inputs: Tensor, image_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Teacher forcing (see ``CaptionDecoder.forward``).
+
+        Padded batches (``<start> w.. <end> <pad>..``) are decoded like the Show-Attend-Tell tutorial
+        does: rows sorted by length, the batch shrinking as captions end, the output layer run once on
+        the steps that were decoded. Steps that read ``<end>`` or ``<pad>`` (whose targets are padding)
+        are skipped: their logits and attention are 0. Every other position is what ``step`` gives.
+        """
+        lengths = _caption_lengths(inputs)
+        if lengths is None or int(lengths.min()) == inputs.shape[1] or int(lengths.max()) == 0:
+            return self._forward_all_steps(features, inputs, image_index)  # nothing to skip, or nothing to keep
+        B, T = inputs.shape
+        order = torch.argsort(lengths, descending=True, stable=True)  # (B,) longest first
+        rows_at = (lengths.unsqueeze(1) > torch.arange(T, device=inputs.device)).sum(dim=0).tolist()  # per step
+        memory = self.prepare_for(features, order if image_index is None else image_index.index_select(0, order))
+        state = self.init_state(memory)
+        embedded = self.embedding(inputs.index_select(0, order))  # (B, T, E) in sorted order
+        tops, alphas = [], []
+        for t, n in enumerate(rows_at):
+            if n == 0:
+                break
+            if n < state["h"].shape[0]:  # the shortest captions have ended: shrink the batch
+                state = {name: v[:n] for name, v in state.items()}
+                memory = {name: v[:n] for name, v in memory.items()}
+            top, alpha, state = self._advance(embedded[:n, t], state, memory)
+            tops.append(top)
+            alphas.append(alpha)
+        # Row-major (B*T) positions of the decoded steps, in the order they were appended (step by step).
+        sorted_lengths = lengths.index_select(0, order)
+        decoded = torch.arange(T, device=inputs.device) < sorted_lengths.unsqueeze(1)  # (B, T)
+        positions = (order.unsqueeze(1) * T + torch.arange(T, device=inputs.device)).t()[decoded.t()]  # (N,)
+        packed = self.output(self.dropout(torch.cat(tops)))  # (N, V)
+        logits = packed.new_zeros(B * T, packed.shape[-1]).index_copy(0, positions, packed)
+        packed_alpha = torch.cat(alphas)  # (N, P)
+        alpha = packed_alpha.new_zeros(B * T, packed_alpha.shape[-1]).index_copy(0, positions, packed_alpha)
+        return logits.view(B, T, -1), alpha.view(B, T, -1)  # (B, T, V), (B, T, P)
+
+    def _forward_all_steps(self, features: Tensor, inputs: Tensor, image_index: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Every row through every step (inputs without padding, or not laid out as captions)."""
         memory = self.prepare_for(features, image_index)
         state = self.init_state(memory)
         embedded = self.embedding(inputs)  # (B, T, E)
@@ -125,6 +164,16 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         hidden = torch.stack(tops, dim=1)  # (B, T, S)
         # The output layer runs once over all steps instead of once per step.
         return self.output(self.dropout(hidden)), torch.stack(alphas, dim=1)  # (B, T, V), (B, T, P)
+
+
+def _caption_lengths(inputs: Tensor) -> Tensor | None:
+    """inputs (B, T) -> (B,) how many leading tokens are neither ``<end>`` nor ``<pad>``; None when
+    some row goes on after one (not a padded caption batch)."""
+    inside = inputs.ne(Vocab.pad_id) & inputs.ne(Vocab.end_id)  # (B, T)
+    lengths = inside.sum(dim=1)
+    if not torch.equal(inside, torch.arange(inputs.shape[1], device=inputs.device) < lengths.unsqueeze(1)):
+        return None
+    return lengths
 
 
 def build_caption_decoder(cfg: CaptionDecoderConfig) -> CaptionDecoder:

@@ -105,9 +105,11 @@ def beam_search(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_l
     scores[:, 0] = 0.0  # all beams start equal: only one may expand at the first step
     finished = torch.zeros(B, K, dtype=torch.bool, device=device)
     lengths = torch.zeros(B, K, dtype=torch.long, device=device)
-    seqs = torch.empty(B, K, 0, dtype=torch.long, device=device)
-    alphas = torch.empty(B, K, 0, P, device=device)
     row_base = (torch.arange(B, device=device) * K).unsqueeze(1)  # (B, 1)
+    done_row = None  # (V,): a finished beam may only continue with <pad>, at no cost
+    # Per step: each beam's parent beam and word, whether its parent had finished, and the step's
+    # attention rows. Sequences are read back from these once, at the end.
+    history: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
 
     for t in range(max_len + 1):
         logits, alpha, state = decoder.step(tokens, state, memory)  # (B*K, V), (B*K, P)
@@ -115,23 +117,18 @@ def beam_search(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_l
         if t == max_len:  # the last step must close every open caption
             logp = _only(logp, end_id)
         V = logp.shape[-1]
-        # A finished beam may only continue with <pad> at no cost.
-        done_row = torch.full((V,), float("-inf"), device=device)
-        done_row[pad_id] = 0.0
-        logp = torch.where(finished.unsqueeze(-1), done_row, logp)
+        if done_row is None:
+            done_row = torch.full((V,), float("-inf"), device=device)
+            done_row[pad_id] = 0.0
+        if t > 0:
+            logp = torch.where(finished.unsqueeze(-1), done_row, logp)
         candidates = (scores.unsqueeze(-1) + logp).view(B, K * V)  # (B, K*V)
         scores, flat = candidates.topk(K, dim=-1)  # (B, K)
         parent, word = flat // V, flat % V  # (B, K)
 
-        rows = (row_base + parent).view(-1)  # (B*K,)
-        state = _select(state, rows)
+        state = _select(state, (row_base + parent).view(-1))
         was_finished = finished.gather(1, parent)
-        seqs = torch.cat([seqs.gather(1, parent.unsqueeze(-1).expand(-1, -1, seqs.shape[-1])),
-                          word.unsqueeze(-1)], dim=-1)  # (B, K, t+1)
-        step_alpha = alpha.view(B, K, P).gather(1, parent.unsqueeze(-1).expand(-1, -1, P))
-        step_alpha = step_alpha.masked_fill(was_finished.unsqueeze(-1), 0.0)
-        alphas = torch.cat([alphas.gather(1, parent.view(B, K, 1, 1).expand(-1, -1, alphas.shape[2], P)),
-                            step_alpha.unsqueeze(2)], dim=2)  # (B, K, t+1, P)
+        history.append((parent, word, was_finished, alpha.view(B, K, P)))
         lengths = lengths.gather(1, parent) + (~was_finished).long()
         finished = was_finished | (word == end_id)
         tokens = word.view(-1)
@@ -141,5 +138,18 @@ def beam_search(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_l
     ranking = scores / lengths.clamp(min=1).float().pow(length_penalty) if length_penalty else scores
     best = ranking.argmax(dim=-1)  # (B,)
     pick = torch.arange(B, device=device)
-    return Decoded(tokens=seqs[pick, best], lengths=lengths[pick, best], scores=ranking[pick, best],
-                   attention=alphas[pick, best])
+    seqs, alphas = _trace_back(history, best)
+    return Decoded(tokens=seqs, lengths=lengths[pick, best], scores=ranking[pick, best], attention=alphas)
+
+
+def _trace_back(history: list[tuple[Tensor, Tensor, Tensor, Tensor]], beam: Tensor) -> tuple[Tensor, Tensor]:
+    """Follow parents back from ``beam`` (B,) at the last step -> tokens (B, T), attention (B, T, P),
+    the attention zero where the beam had already finished."""
+    words, alphas = [], []
+    for parent, word, was_finished, alpha in reversed(history):  # (B, K) x3, (B, K, P)
+        words.append(word.gather(1, beam.unsqueeze(1)).squeeze(1))  # (B,)
+        source = parent.gather(1, beam.unsqueeze(1))  # (B, 1): the beam it grew from
+        step_alpha = alpha.gather(1, source.unsqueeze(-1).expand(-1, -1, alpha.shape[-1])).squeeze(1)  # (B, P)
+        alphas.append(step_alpha.masked_fill(was_finished.gather(1, beam.unsqueeze(1)), 0.0))
+        beam = source.squeeze(1)
+    return torch.stack(words[::-1], dim=1), torch.stack(alphas[::-1], dim=1)  # (B, T), (B, T, P)

@@ -1,0 +1,217 @@
+"""App benchmarks: the served app (``python -m mmapp app``, its own process) driven by ``gradio_client``.
+
+* latency: a /caption request through the client against the direct call (``Captioner.caption`` on the
+  same checkpoint and image, in this process);
+* concurrency: requests/s with 16 clients at once (the app batches concurrent requests) against one;
+* memory: the app process's resident set (current and peak) after that load, both models loaded.
+
+The app serves the default checkpoints (``checkpoints/`` or ``$MMAPP_CHECKPOINTS``) when both exist;
+otherwise stand-ins of the same architecture and sizes (``configs/shapes_*.yaml``, random weights) are
+built in a temporary folder, and the figures say so.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.common import Figure, Sizes, against, median, process_memory_mb
+
+GROUP = "app"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_or_stand_in(folder: Path) -> tuple[Path, Path, str]:
+    """(captioner, vqa, "shipped" or "stand-in") checkpoints for the app."""
+    from mmapp.inference import default_checkpoint
+
+    cap, vqa = default_checkpoint("captioner"), default_checkpoint("vqa")
+    if cap.is_file() and vqa.is_file():
+        return cap, vqa, "shipped"
+    return (*stand_in_checkpoints(folder), "stand-in")
+
+
+def stand_in_checkpoints(folder: Path) -> tuple[Path, Path]:
+    """Random-weight checkpoints with the default models' architecture: EfficientNet-Lite0 (packaged
+    weights, 14x14 joined grid at 224) and the decoder / VQA sizes of ``configs/shapes_*.yaml``."""
+    import dataclasses
+
+    import yaml
+
+    from mmapp.app.examples import QUESTIONS
+    from mmapp.app.tiny import WORDS
+    from mmapp.checkpoint import save_model
+    from mmapp.config import CaptionDecoderConfig, EncoderConfig, VQAConfig
+    from mmapp.models.caption_decoder import build_caption_decoder
+    from mmapp.models.encoder import build_encoder
+    from mmapp.models.vqa import VQANet
+    from mmapp.vocab import AnswerVocab, Vocab
+
+    def section(name: str, key: str) -> dict:
+        return (yaml.safe_load((REPO / "configs" / name).read_text()) or {}).get(key, {})
+
+    def known(cls, values: dict) -> dict:  # the config's own fields (not vocab/encoder sizes, set below)
+        names = {f.name for f in dataclasses.fields(cls)} - {"vocab_size", "num_answers", "encoder_dim"}
+        return {k: v for k, v in values.items() if k in names}
+
+    encoder = build_encoder(EncoderConfig())
+    vocab = Vocab.build([" ".join(WORDS), *QUESTIONS])
+    answers = AnswerVocab(tuple(WORDS[:100]) + tuple(str(i) for i in range(max(0, 100 - len(WORDS)))))
+    decoder_cfg = CaptionDecoderConfig(**known(CaptionDecoderConfig, section("shapes_caption.yaml", "decoder")),
+                                       vocab_size=len(vocab), encoder_dim=encoder.out_dim)
+    vqa_cfg = VQAConfig(**known(VQAConfig, section("shapes_vqa.yaml", "vqa")), vocab_size=len(vocab),
+                        num_answers=len(answers), encoder_dim=encoder.out_dim)
+    folder.mkdir(parents=True, exist_ok=True)
+    training = {"dataset": "random weights (benchmark stand-in)"}
+    cap = save_model(folder / "captioner.safetensors", "captioner", build_caption_decoder(decoder_cfg).eval(),
+                     encoder, vocab, training=training)
+    vqa = save_model(folder / "vqa.safetensors", "vqa", VQANet(vqa_cfg).eval(), encoder, vocab, answers,
+                     training={**training, "max_question_len": 30})
+    return cap, vqa
+
+
+class AppProcess:
+    """``python -m mmapp app`` on a free port, stopped on exit."""
+
+    def __init__(self, captioner: Path, vqa: Path, timeout_s: float = 180.0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        import torch
+
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(REPO),
+               "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the benchmark's thread count
+        self.proc = subprocess.Popen([sys.executable, "-m", "mmapp", "app", "--captioner", str(captioner),
+                                      "--vqa", str(vqa), "--port", str(self.port), "--device", "cpu"],
+                                     cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.timeout_s = timeout_s
+
+    def __enter__(self) -> "AppProcess":
+        import urllib.request
+
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the app exited: {self.proc.stderr.read().decode(errors='replace')[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "config", timeout=2):
+                    return self
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"the app did not answer at {self.url} within {self.timeout_s:.0f} s")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+IMPORTS = ("import torch, timm, gradio\nfrom mmapp.vocab import tokenize\ntokenize('a')\n"
+           "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])")
+
+
+def import_floor_mib() -> float:
+    """RSS of a process that only imports what the app needs (torch, timm and its torchvision, gradio,
+    nltk for the tokenizer): the part of the app's memory no model or request adds."""
+    out = subprocess.run([sys.executable, "-c", IMPORTS], cwd=REPO, capture_output=True, text=True, check=True,
+                         env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(REPO)})
+    return int(out.stdout.split()[-1]) / 1024
+
+
+def _client(url: str):
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def run(sizes: Sizes, folder: Path) -> list[Figure]:
+    from gradio_client import handle_file
+
+    from benchmarks.encoding import photos
+    from mmapp.inference import Captioner
+
+    cap_path, vqa_path, kind = default_or_stand_in(folder / "checkpoints")
+    image = folder / "request.jpg"
+    photos(1)[0].save(image, quality=90)
+    note = f"{kind} checkpoints"
+
+    captioner = Captioner.from_checkpoint(cap_path, device="cpu")
+    captioner.caption(str(image), beam_size=3)
+    direct = []
+    for _ in range(sizes.app_requests * 2):
+        start = time.perf_counter()
+        captioner.caption(str(image), beam_size=3)
+        direct.append(time.perf_counter() - start)
+    del captioner
+
+    with AppProcess(cap_path, vqa_path) as app:
+        client = _client(app.url)
+
+        def request(c) -> None:
+            c.predict(handle_file(str(image)), 3, api_name="/caption")
+
+        for _ in range(2):
+            request(client)
+        served = []
+        for _ in range(sizes.app_requests * 2):
+            start = time.perf_counter()
+            request(client)
+            served.append(time.perf_counter() - start)
+        one_client_rate = 1.0 / median(served)
+
+        clients = [_client(app.url) for _ in range(sizes.app_clients)]
+        for c in clients:  # warm every connection once
+            request(c)
+        gate = threading.Barrier(len(clients) + 1)
+        errors: list[BaseException] = []
+
+        def worker(c) -> None:
+            gate.wait()
+            try:
+                for _ in range(sizes.app_requests):
+                    request(c)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        gate.wait()
+        start = time.perf_counter()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - start
+        if errors:
+            raise RuntimeError(f"{len(errors)} concurrent requests failed: {errors[0]!r}")
+        concurrent_rate = len(clients) * sizes.app_requests / elapsed
+        rss, peak = process_memory_mb(app.proc.pid)
+
+    floor = import_floor_mib()
+    direct_ms, served_ms = median(direct) * 1e3, median(served) * 1e3
+    overhead = served_ms - direct_ms
+    return [
+        Figure(GROUP, "caption, direct call (Captioner.caption)", direct_ms, "ms", False, note=note, samples=direct),
+        Figure(GROUP, "caption through gradio_client, 1 client", served_ms, "ms", False, note=note, samples=served),
+        Figure(GROUP, "client overhead over the direct call", overhead, "ms", False, "target +30 ms",
+               against(max(overhead, 1e-3), 30.0, False), 1.0, "served minus direct"),
+        Figure(GROUP, f"{len(clients)} concurrent clients", concurrent_rate, "requests/s", True,
+               "1 client (same run)", against(concurrent_rate, one_client_rate, True), 3.0,
+               f"1 client: {one_client_rate:.1f} requests/s; {note}"),
+        Figure(GROUP, "app process memory, both models loaded, after the load", peak, "MiB peak RSS", False,
+               "target 1024 MiB", against(peak, 1024.0, False), 1.0, f"current RSS {rss:.0f} MiB; {note}"),
+        Figure(GROUP, "a process that only imports torch, timm, gradio, nltk", floor, "MiB RSS", False,
+               note="information: the floor under the app's memory"),
+    ]
