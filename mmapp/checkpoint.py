@@ -41,6 +41,9 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str
         save_file(contiguous, tmp, metadata=header)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a checkpoint is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

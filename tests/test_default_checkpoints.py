@@ -1,0 +1,66 @@
+"""The committed default checkpoints, checked against the committed sample of test scenes (no retraining).
+
+These are regression guards, set below what the checkpoints measured on this 40-scene sample (CIDEr-D
+2.44, BLEU-4 0.58, CHAIR-i 0.35, VQA 0.71, pointing game 0.58 for caption words and 0.26 for
+questions, chance ~0.06); they are not the issue's quality targets, several of which the current
+checkpoints miss (README, model card). A broken, mismatched or untrained checkpoint falls far below
+them (an untrained captioner scores CIDEr-D ~0, an untrained VQA model ~0.2 accuracy).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINTS = ROOT / "checkpoints"
+SAMPLE = ROOT / "datasets" / "shapes_sample"
+
+
+@pytest.fixture(scope="module")
+def report():
+    import torch
+
+    from mmapp.inference import Captioner, VQAModel
+    from mmapp.model_card import evaluate
+
+    torch.set_num_threads(2)
+    captioner = Captioner.from_checkpoint(CHECKPOINTS / "captioner.safetensors", "cpu")
+    vqa = VQAModel.from_checkpoint(CHECKPOINTS / "vqa.safetensors", "cpu", encoder=captioner.encoder)
+    assert vqa.encoder is captioner.encoder  # one encoder serves both models
+    return evaluate(captioner, vqa, SAMPLE, "test", beam_size=3, with_meteor=False)
+
+
+def test_checkpoints_are_small_and_self_describing() -> None:
+    from mmapp.checkpoint import read_meta
+
+    for name, kind in (("captioner", "captioner"), ("vqa", "vqa")):
+        path = CHECKPOINTS / f"{name}.safetensors"
+        assert path.stat().st_size < 8_000_000, f"{path} is {path.stat().st_size} bytes"
+        meta = read_meta(path)
+        assert meta["kind"] == kind and meta["encoder"]["name"] == "tf_efficientnet_lite0"
+        assert meta["grid"] == [14, 14] and "ood" in meta and "test_metrics" in meta["training"]
+
+
+def test_captions_on_the_sample(report) -> None:
+    assert report["images"] == 40
+    assert report["captions"]["CIDEr"] >= 1.8
+    assert report["captions"]["Bleu_4"] >= 0.45
+    assert report["hallucination"]["chair_i"] <= 0.45
+
+
+def test_vqa_on_the_sample(report) -> None:
+    assert report["questions"] > 200
+    assert report["vqa"]["overall"] >= 0.6
+
+
+def test_attention_is_grounded_on_the_sample(report) -> None:
+    assert report["caption_grounding"]["hit_rate"] >= 0.45
+    assert report["vqa_grounding"]["hit_rate"] >= 0.15
+
+
+def test_out_of_domain_check(report) -> None:
+    ood = report["ood"]
+    assert ood["scene_pass_rate"] >= 0.9
+    assert all(p["flagged"] for p in ood["photos"].values()), ood["photos"]
