@@ -70,27 +70,23 @@ def _encode_all(model: Captioner, paths: list[Path], batch_size: int = 32) -> to
     return torch.cat(out)  # (N, P, D)
 
 
-def evaluate(captioner: Captioner, vqa: VQAModel, data_dir: str | Path, split: str = "test",
-             beam_size: int = 3, limit: int = 0, with_meteor: bool = True) -> dict[str, Any]:
-    """All model-card figures for one split of a shapes dataset folder."""
+def caption_figures(captioner: Captioner, features: torch.Tensor, data: dict[str, Any], ids: list[int],
+                    beam_size: int = 3, max_len: int = 20, with_meteor: bool = True) -> dict[str, Any]:
+    """Decode ``features`` (N, P, D) of images ``ids`` and score the captions: COCO metrics, CHAIR,
+    and the pointing game of each word that names an object present in the scene.
+
+    ``data`` holds ``images`` (id -> COCO image record), ``objects`` (id -> objects with shape, color,
+    size, bbox) and ``refs`` (id -> reference captions), as ``_load_split`` returns.
+    """
     from mmapp.data.shapes_text import mentioned_objects
     from mmapp.metrics.caption_metrics import score_captions
     from mmapp.metrics.hallucination import chair
-    from mmapp.metrics.vqa_accuracy import vqa_accuracy
 
-    start = time.perf_counter()
-    data = _load_split(Path(data_dir), split)
-    ids = sorted(data["images"])[: limit or None]
-    paths = [data["image_root"] / data["images"][i]["file_name"] for i in ids]
-    features = _encode_all(captioner, paths)  # (N, P, D)
-    row = {image_id: r for r, image_id in enumerate(ids)}
     H, W = captioner.grid
-
-    # Captions, hallucination and word grounding.
     captions: dict[int, str] = {}
-    word_scores, word_groups = [], []
+    grounding, groups = [], []
     for s in range(0, len(ids), 64):
-        decoded = captioner.caption_features(features[s:s + 64], beam_size=beam_size)
+        decoded = captioner.caption_features(features[s:s + 64], beam_size=beam_size, max_len=max_len)
         for k, image_id in enumerate(ids[s:s + 64]):
             words = captioner.vocab.decode(decoded.tokens[k].tolist())
             captions[image_id] = " ".join(words)
@@ -101,11 +97,30 @@ def evaluate(captioner: Captioner, vqa: VQAModel, data_dir: str | Path, split: s
                          and (colour is None or o["color"] == colour) and (size is None or o["size"] == size)]
                 if boxes:  # hallucinated mentions are counted by CHAIR, not here
                     scores = [score_grounding(att[t], (im["width"], im["height"]), b) for b in boxes]
-                    word_scores.append(max(scores, key=lambda g: (g.hit, g.mass)))
-                    word_groups.append(shape)
-    caption_scores = score_captions({i: data["refs"][i] for i in ids}, captions, with_meteor=with_meteor)
+                    grounding.append(max(scores, key=lambda g: (g.hit, g.mass)))
+                    groups.append(shape)
     present = {i: [(o["color"], o["shape"]) for o in data["objects"][i]] for i in ids}
-    hallucination = chair(captions, present, mentioned_objects)
+    return {"captions": captions, "grounding": grounding, "groups": groups,
+            "scores": score_captions({i: data["refs"][i] for i in ids}, captions, with_meteor=with_meteor),
+            "hallucination": chair(captions, present, mentioned_objects)}
+
+
+def evaluate(captioner: Captioner, vqa: VQAModel, data_dir: str | Path, split: str = "test",
+             beam_size: int = 3, limit: int = 0, with_meteor: bool = True) -> dict[str, Any]:
+    """All model-card figures for one split of a shapes dataset folder."""
+    from mmapp.metrics.vqa_accuracy import vqa_accuracy
+
+    start = time.perf_counter()
+    data = _load_split(Path(data_dir), split)
+    ids = sorted(data["images"])[: limit or None]
+    paths = [data["image_root"] / data["images"][i]["file_name"] for i in ids]
+    features = _encode_all(captioner, paths)  # (N, P, D)
+    row = {image_id: r for r, image_id in enumerate(ids)}
+    H, W = captioner.grid
+
+    cap = caption_figures(captioner, features, data, ids, beam_size, with_meteor=with_meteor)
+    captions, word_scores, word_groups = cap["captions"], cap["grounding"], cap["groups"]
+    caption_scores, hallucination = cap["scores"], cap["hallucination"]
 
     # VQA accuracy and question grounding.
     anns = {a["question_id"]: a for a in data["annotations"]["annotations"]}

@@ -110,35 +110,17 @@ def split_features(split: dict[str, Any], cache: Any, same_folder: bool, caption
 
 def test_metrics(captioner: Any, features: torch.Tensor, split: dict[str, Any], beam: int, max_len: int) -> dict:
     """BLEU-4, CIDEr-D, CHAIR-i and the caption words' pointing game on one split (model card definitions)."""
-    from mmapp.data.shapes_text import mentioned_objects
-    from mmapp.metrics.caption_metrics import score_captions
-    from mmapp.metrics.grounding import score_grounding, summarize_grounding
-    from mmapp.metrics.hallucination import chair
-    from mmapp.model_card import object_mentions
+    from mmapp.metrics.grounding import summarize_grounding
+    from mmapp.model_card import caption_figures
 
-    H, W = captioner.grid
-    ids, captions, grounding = split["ids"], {}, []
-    for s in range(0, len(ids), 64):
-        decoded = captioner.caption_features(features[s:s + 64], beam_size=beam, max_len=max_len)
-        for k, image_id in enumerate(ids[s:s + 64]):
-            words = captioner.vocab.decode(decoded.tokens[k].tolist())
-            captions[image_id] = " ".join(words)
-            att = decoded.attention[k, : len(words)].float().cpu().numpy().reshape(len(words), H, W)
-            im = split["images"][image_id]
-            for t, colour, shape, size in object_mentions(words):
-                boxes = [o["bbox"] for o in split["objects"][image_id] if o["shape"] == shape
-                         and (colour is None or o["color"] == colour) and (size is None or o["size"] == size)]
-                if boxes:  # hallucinated mentions are CHAIR's business, not the pointing game's
-                    scores = [score_grounding(att[t], (im["width"], im["height"]), b) for b in boxes]
-                    grounding.append(max(scores, key=lambda g: (g.hit, g.mass)))
-    scores = score_captions({i: split["refs"][i] for i in ids}, captions, with_meteor=False).overall
-    present = {i: [(o["color"], o["shape"]) for o in split["objects"][i]] for i in ids}
+    figures = caption_figures(captioner, features, split, split["ids"], beam, max_len, with_meteor=False)
+    scores, grounding = figures["scores"].overall, figures["grounding"]
     pointing = summarize_grounding(grounding) if grounding else None
     return {"Bleu_4": scores["Bleu_4"], "CIDEr": scores["CIDEr"],
-            "chair_i": chair(captions, present, mentioned_objects)["chair_i"],
+            "chair_i": figures["hallucination"]["chair_i"],
             "pointing_game": pointing["hit_rate"] if pointing else None,
             "pointing_chance": pointing["chance"] if pointing else None,
-            "examples": [captions[i] for i in ids[:3]]}
+            "examples": [figures["captions"][i] for i in split["ids"][:3]]}
 
 
 def beam_latency_ms(captioner: Any, grid: torch.Tensor, beam: int, max_len: int, repeats: int) -> float:

@@ -37,8 +37,6 @@ import shlex
 import shutil
 import statistics
 import sys
-import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
