@@ -21,13 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"mmapp.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"mmapp.commands.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"mmapp.commands.{name}").register(sub)
     return parser
 
 
