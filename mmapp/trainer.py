@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 from pathlib import Path
@@ -60,7 +61,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, warmup: int,
 
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-             "python_pos": random.getstate()[2], "numpy": np.random.get_state()[1]}
+             "python_pos": random.getstate()[2], "numpy": np.random.get_state()[1],
+             "numpy_pos": int(np.random.get_state()[2])}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -69,7 +71,7 @@ def _rng_state() -> dict:
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate((3, tuple(state["python"]), state["python_pos"]))
-    np.random.set_state(("MT19937", state["numpy"].astype(np.uint32), 0, 0, 0.0))
+    np.random.set_state(("MT19937", state["numpy"].astype(np.uint32), state.get("numpy_pos", 0), 0, 0.0))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -80,7 +82,7 @@ class Run:
     def __init__(self, cfg: RunConfig, task_factory: Any, resume: bool = False, quiet: bool = False) -> None:
         self.cfg, self.resume, self.quiet = cfg, resume, quiet
         self.dir = Path(cfg.out)
-        self.device = device_for(cfg.train.device, int(__import__("os").environ.get("LOCAL_RANK", "0")))
+        self.device = device_for(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.info = setup(self.device)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -215,8 +217,6 @@ class Run:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    import os
-
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
