@@ -60,7 +60,7 @@ def _load_split(data_dir: Path, split: str) -> dict[str, Any]:
             "image_root": data_dir / "images" / split}
 
 
-def _encode_all(model: Captioner, paths: list[Path], batch_size: int = 32) -> torch.Tensor:
+def _encode_all(model: Captioner | VQAModel, paths: list[Path], batch_size: int = 32) -> torch.Tensor:
     from tqdm import tqdm
 
     out = []
@@ -115,8 +115,10 @@ def evaluate(captioner: Captioner, vqa: VQAModel, data_dir: str | Path, split: s
     ids = sorted(data["images"])[: limit or None]
     paths = [data["image_root"] / data["images"][i]["file_name"] for i in ids]
     features = _encode_all(captioner, paths)  # (N, P, D)
+    # The two models may read different grids (e.g. 224 joined vs 448 last): encode for each.
+    vqa_features = features if vqa.encoder is captioner.encoder else _encode_all(vqa, paths)
     row = {image_id: r for r, image_id in enumerate(ids)}
-    H, W = captioner.grid
+    H, W = vqa.grid
 
     cap = caption_figures(captioner, features, data, ids, beam_size, with_meteor=with_meteor)
     captions, word_scores, word_groups = cap["captions"], cap["grounding"], cap["groups"]
@@ -129,7 +131,7 @@ def evaluate(captioner: Captioner, vqa: VQAModel, data_dir: str | Path, split: s
     for s in range(0, len(questions), 256):
         chunk = questions[s:s + 256]
         rows = torch.tensor([row[q["image_id"]] for q in chunk])
-        probs, attention = vqa.answer_features(features.index_select(0, rows), [q["question"] for q in chunk])
+        probs, attention = vqa.answer_features(vqa_features.index_select(0, rows), [q["question"] for q in chunk])
         maps = attention.float().mean(dim=1).cpu().numpy().reshape(len(chunk), H, W)  # mean over glimpses
         for q, p, amap in zip(chunk, probs.argmax(-1).tolist(), maps):
             results.append({"question_id": q["question_id"], "answer": vqa.answer_vocab.answers[p]})
