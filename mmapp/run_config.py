@@ -61,6 +61,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # optimizer steps between mid-epoch 'last' checkpoints (0: per epoch)
     val_beam_size: int = 3
     deterministic: bool = False
+    compile: bool = False  # torch.compile the recurrent decoder's per-word update (GPU training)
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "step", "constant"):

@@ -89,6 +89,13 @@ class Run:
         seed_everything(cfg.train.seed)
         self.task: Task = task_factory(cfg, self.device, self.info)
         self.model = self.task.model.to(self.device)
+        if cfg.train.compile:
+            head = getattr(self.model, "head", self.model)
+            compile_step = getattr(head, "compile_step", None)
+            if compile_step is None:
+                raise ValueError(f"train.compile: {type(head).__name__} has nothing to compile "
+                                 "(only the recurrent caption decoders do)")
+            compile_step()
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.steps_per_epoch = -(-len(EpochSampler(len(self.task.train_set()), 0, 0, self.info.rank,

@@ -342,3 +342,8 @@ def test_bad_data_gives_one_clear_error_line(tmp_path, coco_cache, capsys):
         assert err.startswith("mmapp train: error: ") and "\n" not in err, err
         assert all(e in err for e in expected), (expected, err)
         assert not any(p.suffix == ".safetensors" for p in Path(args[3]).glob("*")), err
+
+
+def test_train_compile_is_refused_for_a_head_with_nothing_to_compile(tmp_path, coco_cache, capsys):
+    assert main(vqa_args(tmp_path / "run", coco_cache, *COMMON, "train.epochs=1", "train.compile=true")) != 0
+    assert "train.compile: VQANet has nothing to compile" in capsys.readouterr().err

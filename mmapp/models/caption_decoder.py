@@ -83,6 +83,7 @@ class RecurrentAttentionDecoder(CaptionDecoder):
             make_cell(cfg.cell, (cfg.embed_dim + D) if i == 0 else S, S) for i in range(L))
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(S, cfg.vocab_size)
+        self._compiled_advance = None  # set by compile_step()
 
     def prepare(self, features: Tensor) -> State:
         features = self.project(features)  # (B, P, D')
@@ -110,6 +111,18 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         new_state = {"h": torch.stack(hs, dim=1), "c": torch.stack(cs, dim=1)}  # (B, L, S)
         return hs[-1], alpha, new_state
 
+    def compile_step(self) -> None:
+        """Train with the per-word update (attention, gate, cells, dropout) compiled by ``torch.compile``.
+
+        Teacher forcing on a GPU is bound by kernel launches: dozens of small kernels per word,
+        forward and backward. Compiled, the update's element-wise work fuses into a few kernels. A
+        compiled update wants fixed shapes, so training batches then keep every row through every step
+        (no shrinking as captions end; the padded steps' logits and attention are zeroed, as the
+        shrinking forward leaves them). Results are the same up to float rounding; the first batches
+        pay the compilation. Decoding (``step``) is not affected.
+        """
+        self._compiled_advance = torch.compile(self._advance)
+
     def step(self, tokens: Tensor, state: State, memory: State) -> tuple[Tensor, Tensor, State]:
         top, alpha, state = self._advance(self.embedding(tokens), state, memory)
         return self.output(self.dropout(top)), alpha, state
@@ -123,6 +136,12 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         are skipped: their logits and attention are 0. Every other position is what ``step`` gives.
         """
         lengths = _caption_lengths(inputs)
+        if self._compiled_advance is not None and torch.is_grad_enabled():
+            logits, alpha = self._forward_all_steps(features, inputs, image_index, self._compiled_advance)
+            if lengths is None:
+                return logits, alpha
+            skipped = (torch.arange(inputs.shape[1], device=inputs.device) >= lengths.unsqueeze(1)).unsqueeze(-1)
+            return logits.masked_fill(skipped, 0.0), alpha.masked_fill(skipped, 0.0)  # (B, T, V), (B, T, P)
         if lengths is None or int(lengths.min()) == inputs.shape[1] or int(lengths.max()) == 0:
             return self._forward_all_steps(features, inputs, image_index)  # nothing to skip, or nothing to keep
         B, T = inputs.shape
@@ -151,14 +170,16 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         alpha = packed_alpha.new_zeros(B * T, packed_alpha.shape[-1]).index_copy(0, positions, packed_alpha)
         return logits.view(B, T, -1), alpha.view(B, T, -1)  # (B, T, V), (B, T, P)
 
-    def _forward_all_steps(self, features: Tensor, inputs: Tensor, image_index: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _forward_all_steps(self, features: Tensor, inputs: Tensor, image_index: Tensor | None,
+                           advance=None) -> tuple[Tensor, Tensor]:
         """Every row through every step (inputs without padding, or not laid out as captions)."""
+        advance = advance or self._advance
         memory = self.prepare_for(features, image_index)
         state = self.init_state(memory)
-        embedded = self.embedding(inputs)  # (B, T, E)
+        embedded = self.embedding(inputs).transpose(0, 1).contiguous()  # (T, B, E): same strides at every T
         tops, alphas = [], []
         for t in range(inputs.shape[1]):
-            top, alpha, state = self._advance(embedded[:, t], state, memory)
+            top, alpha, state = advance(embedded[t], state, memory)
             tops.append(top)
             alphas.append(alpha)
         hidden = torch.stack(tops, dim=1)  # (B, T, S)
