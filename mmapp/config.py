@@ -91,6 +91,7 @@ class VQAConfig:
     feature_norm: str = "l2"  # l2 (per cell, as in the paper) | layer (LayerNorm: every channel counts)
     coords: bool = False  # append each cell's (x, y) so glimpses carry where they looked
     count: bool = False  # add sum_p sigmoid(attention logits) per glimpse: softmax alone cannot count
+    relation: bool = False  # give the classifier where each glimpse looked relative to the others
 
     def __post_init__(self) -> None:
         if self.feature_norm not in ("l2", "layer"):
@@ -99,6 +100,8 @@ class VQAConfig:
             raise ValueError(f"vqa.fusion must be 'concat' or 'mul', got {self.fusion!r}")
         if self.glimpses < 1:
             raise ValueError("vqa.glimpses must be >= 1")
+        if self.relation and self.glimpses < 2:
+            raise ValueError("vqa.relation compares glimpses: it needs vqa.glimpses >= 2")
 
 
 # ----------------------------------------------------------------------------------------------

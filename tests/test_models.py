@@ -141,10 +141,12 @@ def test_decoder_image_index_equals_repeated_features(project: int) -> None:
     assert torch.allclose(logits, expected_logits, atol=1e-6) and torch.allclose(alphas, expected_alphas, atol=1e-6)
 
 
-VQA_VARIANTS = [dict(fusion="mul"), dict(fusion="concat"), dict(feature_norm="layer", coords=True, count=True)]
+VQA_VARIANTS = [dict(fusion="mul"), dict(fusion="concat"), dict(feature_norm="layer", coords=True, count=True),
+                dict(feature_norm="layer", coords=True, count=True, relation=True)]
+VQA_IDS = ["mul", "concat", "layernorm-coords-count", "layernorm-coords-count-relation"]
 
 
-@pytest.mark.parametrize("options", VQA_VARIANTS[::2], ids=["mul", "layernorm-coords-count"])
+@pytest.mark.parametrize("options", VQA_VARIANTS[::2], ids=VQA_IDS[::2])
 def test_vqa_image_index_equals_repeated_features(options: dict) -> None:
     torch.manual_seed(0)
     net = _vqa(**options).eval()
@@ -156,7 +158,7 @@ def test_vqa_image_index_equals_repeated_features(options: dict) -> None:
     assert torch.allclose(attention, expected_attention, atol=1e-6)
 
 
-@pytest.mark.parametrize("options", VQA_VARIANTS, ids=["mul", "concat", "layernorm-coords-count"])
+@pytest.mark.parametrize("options", VQA_VARIANTS, ids=VQA_IDS)
 def test_vqa_shapes_attention_and_gradients(options: dict) -> None:
     torch.manual_seed(0)
     net = _vqa(dropout=0.2, **options).train()
@@ -169,6 +171,20 @@ def test_vqa_shapes_attention_and_gradients(options: dict) -> None:
     loss.backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached vqa.{name}"
+
+
+def test_glimpse_offsets_are_where_one_glimpse_looked_minus_where_another_did() -> None:
+    from mmapp.models.vqa import glimpse_offsets
+
+    attention = torch.zeros(2, 3, 9)  # a 3 x 3 grid: cell p is at x = p % 3, y = p // 3, each in -1, 0, 1
+    attention[0, 0, 0], attention[0, 1, 8], attention[0, 2, 4] = 1.0, 1.0, 1.0  # top-left, bottom-right, centre
+    attention[1, :, :] = 1.0 / 9  # everywhere: the same place on average
+    offsets = glimpse_offsets(attention)  # pairs (0, 1), (0, 2), (1, 2), each (dx, dy)
+    assert offsets.shape == (2, 6)
+    assert torch.allclose(offsets[0], torch.tensor([-2.0, -2.0, -1.0, -1.0, 1.0, 1.0]))
+    assert torch.allclose(offsets[1], torch.zeros(6), atol=1e-6)
+    with pytest.raises(ValueError, match="glimpses >= 2"):
+        VQAConfig(vocab_size=10, num_answers=4, glimpses=1, relation=True)
 
 
 def test_vqa_padding_does_not_change_the_answer() -> None:

@@ -26,6 +26,17 @@ def cell_coordinates(features: Tensor) -> Tensor:
     return torch.stack([x, y], dim=-1).view(1, P, 2).expand(B, P, 2)
 
 
+def glimpse_offsets(attention: Tensor) -> Tensor:
+    """attention (B, G, P) over a square grid -> (B, G(G-1)): for every pair g < h of glimpses, the
+    (x, y) of where glimpse g looked (its attention-weighted cell coordinates, in [-1, 1]) minus
+    where glimpse h looked. "Is the A left of the B?" is then a sign the classifier can read, once
+    one glimpse finds A and another B."""
+    B, G, P = attention.shape
+    where = attention @ cell_coordinates(attention.new_zeros(1, P, 1))[0]  # (B, G, 2)
+    pairs = torch.triu_indices(G, G, offset=1, device=attention.device)  # (2, G(G-1)/2)
+    return (where[:, pairs[0]] - where[:, pairs[1]]).flatten(1)  # (B, G(G-1))
+
+
 def attend_per_image(weights: Tensor, features: Tensor, image_index: Tensor) -> Tensor:
     """weights (B, G, P) of B questions, features (I, P, D) of I images, image_index (B,)
     -> (B, G, D) with row b = weights[b] @ features[image_index[b]].
@@ -115,6 +126,8 @@ class VQANet(nn.Module):
             self.fuse_image = nn.Linear(image_dim, cfg.hidden_dim)
             self.fuse_question = nn.Linear(cfg.question_dim, cfg.hidden_dim)
             fused_dim = cfg.hidden_dim
+        if cfg.relation:  # (x, y) offsets between every pair of glimpses' attended positions
+            fused_dim += cfg.glimpses * (cfg.glimpses - 1)
         self.classifier = nn.Sequential(nn.Linear(fused_dim, cfg.hidden_dim), nn.ReLU(),
                                         nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_dim, cfg.num_answers))
 
@@ -139,4 +152,6 @@ class VQANet(nn.Module):
         else:
             fused = torch.relu(self.fuse_image(self.dropout(glimpses))) * torch.relu(
                 self.fuse_question(self.dropout(question)))  # (B, H)
+        if self.cfg.relation:
+            fused = torch.cat([fused, glimpse_offsets(attention)], dim=-1)  # (B, H + G(G-1))
         return self.classifier(fused), attention
