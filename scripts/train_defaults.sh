@@ -13,12 +13,15 @@ start=$(date +%s)
 
 $PY -m mmapp data shapes --out "$DATA" --train "$TRAIN" --val "$VAL" --test 0 --seed "$SEED"
 $PY -m mmapp data shapes --out "$TEST_DATA" --train 0 --val 0 --test "$TEST" --seed "$TEST_SEED"
+# Two 14x14 grids (docs/grids.md): the captioner reads the joined stride-16 + last stage at 224 input,
+# the VQA model the last stage at 448 input (its attention grounds far better there).
 $PY -m mmapp features --images "$DATA/images" --out "$DATA/features"
+$PY -m mmapp features --images "$DATA/images" --out "$DATA/features448" encoder.input_size=448 encoder.grid=last
 
 ann="$DATA/annotations"
 # The two trainings run side by side, one thread each (how the committed checkpoints were trained).
 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $PY -m mmapp train vqa --config configs/shapes_vqa.yaml --quiet \
-  --out "$RUNS/shapes_vqa" data.features="$DATA/features" \
+  --out "$RUNS/shapes_vqa" data.features="$DATA/features448" \
   data.train_questions="$ann/questions_train.json" data.train_annotations="$ann/annotations_train.json" \
   data.val_questions="$ann/questions_val.json" data.val_annotations="$ann/annotations_val.json" \
   data.image_index="$ann/captions_train.json,$ann/captions_val.json" &
