@@ -208,7 +208,8 @@ def load_head(path: str | Path, kind: str | None = None, device: str | torch.dev
 
 def load_encoder(path: str | Path, meta: dict, tensors: dict[str, Tensor],
                  device: str | torch.device = "cpu") -> Any:
-    """The encoder a checkpoint was trained with (package weights, or its own fine-tuned ones)."""
+    """The encoder a checkpoint was trained with (package weights, or its own fine-tuned ones), ready
+    for inference (BatchNorms folded into the convolutions)."""
     from mmapp.config import EncoderConfig, from_dict
     from mmapp.models.encoder import build_encoder
 
@@ -221,7 +222,7 @@ def load_encoder(path: str | Path, meta: dict, tensors: dict[str, Tensor],
         raise CheckpointError(
             f"{path} was trained on encoder weights {meta.get('encoder_weights_id')}, but {cfg.name} "
             f"weights here hash to {encoder.weights_id()}")
-    return encoder.to(device).eval()
+    return encoder.to(device).eval().fold_batchnorm()
 
 
 def _with_weights(cfg: Any, weights: str) -> Any:

@@ -250,9 +250,9 @@ def test_checkpoint_round_trip_gives_identical_captions(cell: str, layers: int, 
     results = model.caption(images, beam_size=3, max_len=12)
     for b, r in enumerate(results):
         assert r.tokens == vocab.decode(expected.tokens[b].tolist())
-        assert r.score == float(expected.scores[b])
+        assert r.score == pytest.approx(float(expected.scores[b]), rel=1e-5, abs=1e-5)  # folded BatchNorms: rounding
         n = len(r.tokens)
-        assert np.array_equal(r.attention, expected.attention[b, :n].numpy().reshape(n, *model.grid))
+        assert np.allclose(r.attention, expected.attention[b, :n].numpy().reshape(n, *model.grid), atol=1e-5)
     assert any(len(r.tokens) > 1 for r in results)
 
 

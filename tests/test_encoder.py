@@ -137,3 +137,35 @@ def test_packaged_weights_classify_real_photos() -> None:
         top = encoder.classify(batch).argmax(dim=-1).tolist()
     assert 281 <= top[0] <= 285, f"chelsea classified as ImageNet class {top[0]}, not a cat"
     assert top[1] == 967, f"coffee classified as ImageNet class {top[1]}, not espresso"
+
+
+@pytest.mark.parametrize("size, grid", [(224, "joined"), (448, "last")])
+def test_folded_batchnorms_give_the_same_grid_and_classes(size: int, grid: str) -> None:
+    """fold_batchnorm (what inference and feature extraction use) changes the speed, not the output."""
+    from skimage import data
+
+    from mmapp.images import load_image, preprocess
+
+    cfg = EncoderConfig(input_size=size, grid=grid)
+    plain = build_encoder(cfg).eval()
+    folded = build_encoder(cfg).eval().fold_batchnorm()
+    assert folded.folded and not plain.folded
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.backbone.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in plain.backbone.modules()) == 49  # untouched
+    batch = torch.stack([preprocess(load_image(data.chelsea()), cfg), preprocess(load_image(data.coffee()), cfg)])
+    with torch.no_grad():
+        expected, got = plain(batch), folded(batch)
+        classes = folded.classify(batch).argmax(dim=-1).tolist()
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-4 * float(expected.abs().max()))
+    assert classes == plain.classify(batch).argmax(dim=-1).tolist() and classes[1] == 967
+    with pytest.raises(RuntimeError, match="folded for inference"):
+        folded.fine_tune(1)
+
+
+def test_loaded_inference_models_have_their_batchnorms_folded(captioner_checkpoint) -> None:
+    from mmapp.inference import Captioner
+
+    captioner = Captioner.from_checkpoint(captioner_checkpoint, "cpu")
+    assert captioner.encoder.folded
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in captioner.encoder.backbone.modules())

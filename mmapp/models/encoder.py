@@ -8,6 +8,7 @@ e.g. torchvision's ResNet-101 weights into timm's ``resnet101`` (same key names)
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from functools import lru_cache
 from pathlib import Path
@@ -130,11 +131,14 @@ class Encoder(nn.Module):
             raise ValueError(f"encoder {cfg.name} has no stride-16 stage for grid='joined'")
         last_dim = self.backbone.num_features
         self.out_dim = last_dim + (info[self._mid_index]["num_chs"] if cfg.grid == "joined" else 0)
+        self.folded = False  # BatchNorms folded into the convolutions (inference only): fold_batchnorm()
         self.fine_tune(cfg.fine_tune_stages)
         self.inference_chunk = 4  # images per backbone call at inference on the CPU (see feature_maps)
 
     def fine_tune(self, stages: int) -> None:
         """Freeze everything, then unfreeze the last ``stages`` stages (and the head) if > 0."""
+        if stages > 0 and self.folded:
+            raise RuntimeError("this encoder's BatchNorms were folded for inference: it cannot be fine-tuned")
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         if stages > 0:
@@ -149,6 +153,36 @@ class Encoder(nn.Module):
         super().train(mode)
         if self._frozen:  # frozen BatchNorm statistics stay the ImageNet ones
             self.backbone.eval()
+        return self
+
+    def fold_batchnorm(self) -> "Encoder":
+        """For inference only: fold every BatchNorm into the convolution it follows (w' = w * g / s,
+        b' = (b - mean) * g / s + beta, s = sqrt(var + eps)), leaving only its activation.
+
+        The grid is the same within float rounding (checked on a random batch before the folded
+        backbone replaces the original), and the encoder costs about a quarter less on the CPU
+        (EfficientNet-Lite0 has 49 BatchNorms). The encoder cannot be fine-tuned afterwards.
+        """
+        folded = copy.deepcopy(self.backbone).eval()
+        count = 0
+        for module in list(folded.modules()):
+            names = list(module._modules)
+            for a, b in zip(names, names[1:]):
+                conv, norm = module._modules[a], module._modules[b]
+                if (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
+                        and conv.out_channels == norm.num_features):
+                    _fold_into(conv, norm)
+                    module._modules[b] = _activation_of(norm)
+                    count += 1
+        probe = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        probe = probe.to(next(self.backbone.parameters()).device)
+        with torch.no_grad():
+            expected, got = self.backbone.eval().forward_features(probe), folded.forward_features(probe)
+        if count == 0 or not torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())):
+            return self  # not a conv -> norm layout this knows: keep the original
+        for p in folded.parameters():
+            p.requires_grad_(False)
+        self.backbone, self._frozen, self.folded = folded, True, True
         return self
 
     def grid_size(self) -> tuple[int, int]:
@@ -194,6 +228,21 @@ class Encoder(nn.Module):
     def classify(self, images: Tensor) -> Tensor:
         """ImageNet logits (B, 1000) from the backbone's own head (to check the weights)."""
         return self.backbone(images)
+
+
+@torch.no_grad()
+def _fold_into(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)  # (C_out,)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+    conv.weight.mul_(scale.view(-1, 1, 1, 1))
+    conv.bias = nn.Parameter((bias - norm.running_mean) * scale + norm.bias, requires_grad=False)
+
+
+def _activation_of(norm: nn.BatchNorm2d) -> nn.Module:
+    """What a folded norm leaves: nothing (BatchNorm2d) or its dropout and activation (timm's BatchNormAct2d)."""
+    if hasattr(norm, "act"):
+        return nn.Sequential(norm.drop, norm.act)
+    return nn.Identity()
 
 
 def build_encoder(cfg: EncoderConfig) -> Encoder:
