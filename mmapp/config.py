@@ -92,6 +92,9 @@ class VQAConfig:
     coords: bool = False  # append each cell's (x, y) so glimpses carry where they looked
     count: bool = False  # add sum_p sigmoid(attention logits) per glimpse: softmax alone cannot count
     relation: bool = False  # give the classifier where each glimpse looked relative to the others
+    # with relation: read those offsets along K directions the question chooses (K numbers
+    # d_k(question) . offset, e.g. "left of" -> -x: positive means yes) instead of the raw offsets
+    relation_gates: int = 0
 
     def __post_init__(self) -> None:
         if self.feature_norm not in ("l2", "layer"):
@@ -102,6 +105,8 @@ class VQAConfig:
             raise ValueError("vqa.glimpses must be >= 1")
         if self.relation and self.glimpses < 2:
             raise ValueError("vqa.relation compares glimpses: it needs vqa.glimpses >= 2")
+        if self.relation_gates < 0 or (self.relation_gates and not self.relation):
+            raise ValueError("vqa.relation_gates must be >= 0 and needs vqa.relation")
 
 
 # ----------------------------------------------------------------------------------------------

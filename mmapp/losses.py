@@ -36,3 +36,17 @@ def vqa_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, float]]
     per_question = -(dist * logits.float().log_softmax(dim=-1)).sum(dim=-1)  # (B,)
     loss = (per_question * valid).sum() / valid.sum().clamp(min=1)
     return loss, {"xent": float(loss.detach())}
+
+
+def attention_grounding_loss(attention: Tensor, regions: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Attention supervision: -log of the attention mass each glimpse puts on its target cells.
+
+    attention (B, G, P) (each glimpse sums to 1 over P), regions (B, G, P) bool target cells
+    (``data.vqa_regions``); glimpses with no target cell do not contribute. Returns the mean over
+    supervised glimpses (0 when there are none) and the mean mass they put on their targets.
+    """
+    supervised = regions.any(dim=-1)  # (B, G)
+    mass = (attention.float() * regions).sum(dim=-1)  # (B, G)
+    n = supervised.sum().clamp(min=1)
+    loss = -(mass.clamp(min=1e-6).log() * supervised).sum() / n
+    return loss, {"ground": float(loss.detach()), "ground_mass": float((mass.detach() * supervised).sum() / n)}

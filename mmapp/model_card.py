@@ -11,34 +11,15 @@ import json
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from mmapp.data.shapes import COLORS, SHAPES, SIZES
 from mmapp.inference import Captioner, VQAModel
 from mmapp.metrics.grounding import score_grounding, summarize_grounding
 
 OOD_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
-_SHAPE_WORDS = {s: s for s in SHAPES} | {s + "s": s for s in SHAPES}
-
-
-def object_mentions(tokens: Sequence[str]) -> list[tuple[int, str | None, str, str | None]]:
-    """(position of the shape word, colour, shape, size) of each shape noun phrase in a caption."""
-    out = []
-    for t, word in enumerate(tokens):
-        shape = _SHAPE_WORDS.get(word)
-        if shape is None:
-            continue
-        colour = size = None
-        j = t - 1
-        while j >= 0 and (tokens[j] in COLORS or tokens[j] in SIZES):
-            colour = colour or (tokens[j] if tokens[j] in COLORS else None)
-            size = size or (tokens[j] if tokens[j] in SIZES else None)
-            j -= 1
-        out.append((t, colour, shape, size))
-    return out
 
 
 def _load_split(data_dir: Path, split: str) -> dict[str, Any]:
@@ -78,7 +59,7 @@ def caption_figures(captioner: Captioner, features: torch.Tensor, data: dict[str
     ``data`` holds ``images`` (id -> COCO image record), ``objects`` (id -> objects with shape, color,
     size, bbox) and ``refs`` (id -> reference captions), as ``_load_split`` returns.
     """
-    from mmapp.data.shapes_text import mentioned_objects
+    from mmapp.data.shapes_text import mentioned_objects, object_mentions
     from mmapp.metrics.caption_metrics import score_captions
     from mmapp.metrics.hallucination import chair
 
@@ -92,7 +73,7 @@ def caption_figures(captioner: Captioner, features: torch.Tensor, data: dict[str
             captions[image_id] = " ".join(words)
             att = decoded.attention[k, : len(words)].float().cpu().numpy().reshape(len(words), H, W)
             im = data["images"][image_id]
-            for t, colour, shape, size in object_mentions(words):
+            for _, t, colour, shape, size in object_mentions(words):
                 boxes = [o["bbox"] for o in data["objects"][image_id] if o["shape"] == shape
                          and (colour is None or o["color"] == colour) and (size is None or o["size"] == size)]
                 if boxes:  # hallucinated mentions are counted by CHAIR, not here

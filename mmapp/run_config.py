@@ -40,6 +40,7 @@ class DataConfig:
     max_question_len: int = 30
     top_answers: int = 3000
     val_limit: int = 0  # score at most this many validation images/questions (0: all)
+    train_instances: str = ""  # COCO instances file of the training images (train.grounding_weight)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class TrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 5.0
     attention_weight: float = 1.0  # doubly stochastic attention regulariser (captions)
+    # weight of the loss putting attention on the boxes of the objects a question is about (each
+    # glimpse; needs "object_ids" in the VQA annotations) or a caption word names (shapes captions,
+    # instances with color/size); needs data.train_instances; 0: off
+    grounding_weight: float = 0.0
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp16 | off
     device: str = "auto"
     seed: int = 0
@@ -83,3 +88,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.task not in ("caption", "vqa"):
             raise ValueError(f"task must be caption or vqa, got {self.task!r}")
+        if self.train.grounding_weight < 0:
+            raise ValueError("train.grounding_weight must be >= 0")
+        if self.train.grounding_weight > 0 and not self.data.train_instances:
+            raise ValueError("train.grounding_weight needs data.train_instances (the training images' "
+                             "COCO instances file, whose boxes the annotations' object_ids refer to)")

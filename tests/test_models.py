@@ -142,8 +142,10 @@ def test_decoder_image_index_equals_repeated_features(project: int) -> None:
 
 
 VQA_VARIANTS = [dict(fusion="mul"), dict(fusion="concat"), dict(feature_norm="layer", coords=True, count=True),
-                dict(feature_norm="layer", coords=True, count=True, relation=True)]
-VQA_IDS = ["mul", "concat", "layernorm-coords-count", "layernorm-coords-count-relation"]
+                dict(feature_norm="layer", coords=True, count=True, relation=True),
+                dict(feature_norm="layer", coords=True, count=True, relation=True, relation_gates=3)]
+VQA_IDS = ["mul", "concat", "layernorm-coords-count", "layernorm-coords-count-relation",
+           "layernorm-coords-count-relation-gates"]
 
 
 @pytest.mark.parametrize("options", VQA_VARIANTS[::2], ids=VQA_IDS[::2])
@@ -185,6 +187,25 @@ def test_glimpse_offsets_are_where_one_glimpse_looked_minus_where_another_did() 
     assert torch.allclose(offsets[1], torch.zeros(6), atol=1e-6)
     with pytest.raises(ValueError, match="glimpses >= 2"):
         VQAConfig(vocab_size=10, num_answers=4, glimpses=1, relation=True)
+
+
+def test_relation_gates_read_the_offsets_along_question_chosen_directions() -> None:
+    from mmapp.models.vqa import glimpse_offsets
+
+    torch.manual_seed(0)
+    net = _vqa(relation=True, relation_gates=2, dropout=0.0).eval()  # 2 glimpses: one (dx, dy) pair
+    with torch.no_grad():  # whatever the question: gate 0 reads -dx ("left of"), gate 1 reads +dy ("below")
+        net.relation_gates.weight.zero_()
+        net.relation_gates.bias.copy_(torch.tensor([-1.0, 0.0, 0.0, 1.0]))
+    seen = {}
+    net.classifier[0].register_forward_pre_hook(lambda m, args: seen.update(input=args[0]))
+    questions, lengths = _questions()
+    _, attention = net(torch.randn(B, 9, D), questions, lengths)
+    offsets = glimpse_offsets(attention)  # (B, 2): (dx, dy)
+    assert seen["input"].shape[1] == net.cfg.hidden_dim + 2
+    assert torch.allclose(seen["input"][:, -2:], torch.stack([-offsets[:, 0], offsets[:, 1]], dim=1), atol=1e-6)
+    with pytest.raises(ValueError, match="needs vqa.relation"):
+        VQAConfig(vocab_size=10, num_answers=4, relation_gates=2)
 
 
 def test_vqa_padding_does_not_change_the_answer() -> None:

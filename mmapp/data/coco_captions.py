@@ -19,7 +19,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -230,13 +230,16 @@ class CaptionDataset(Dataset):
 
     Item: ``visual`` (P, D) float32 cached features (``features=``) or (3, S, S) preprocessed image
     (``images_root=`` + ``encoder_cfg=``), ``caption`` (T,) long ``<start> w.. <end>`` (at most
-    ``max_len`` words), ``image_id`` int. Every image is checked up front.
+    ``max_len`` words), ``image_id`` int; with ``regions`` (e.g. ``caption_regions.CaptionRegions``:
+    ``(image_id, words) -> (n words, P) bool``) also ``regions`` (T - 1, P) bool, the cells the step
+    writing each word (and ``<end>``) should attend. Every image is checked up front.
     """
 
     def __init__(self, images: Sequence[CaptionImage], vocab: Vocab, *, features: FeatureCache | None = None,
                  images_root: str | Path | None = None, encoder_cfg: EncoderConfig | None = None,
-                 max_len: int | None = 50) -> None:
-        self.images = list(images)
+                 max_len: int | None = 50,
+                 regions: Callable[[int, Sequence[str]], np.ndarray] | None = None) -> None:
+        self.images, self.regions = list(images), regions
         self.visual = VisualSource(features, images_root, encoder_cfg)
         self.handles = _visual_handles(self.images, self.visual)
         self.vocab, self.max_len = vocab, max_len
@@ -260,8 +263,13 @@ class CaptionDataset(Dataset):
         """The item without its visual input."""
         i, j = (int(v) for v in self.pairs[index])
         im = self.images[i]
-        caption = torch.tensor(self.vocab.encode(im.captions[j], self.max_len), dtype=torch.long)  # (T,)
-        return {"caption": caption, "image_id": im.image_id}
+        ids = self.vocab.encode(im.captions[j], self.max_len)
+        out = {"caption": torch.tensor(ids, dtype=torch.long), "image_id": im.image_id}  # (T,)
+        if self.regions is not None:
+            words = [self.vocab.words[i] for i in ids[1:-1]]
+            cells = self.regions(im.image_id, words)  # (T - 2, P)
+            out["regions"] = torch.from_numpy(np.concatenate([cells, np.zeros((1, cells.shape[1]), bool)]))  # (T - 1, P)
+        return out
 
     def visual_of(self, index: int) -> Tensor:
         return self.visual.load(self.handles[int(self.pairs[index, 0])])

@@ -38,15 +38,23 @@ def collate_captions(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Returns ``visual`` (B, P, D) features or (B, 3, S, S) images, ``captions`` (B, T) ids padded
     with ``<pad>`` = 0 (each ``<start> ... <end>``), ``lengths`` (B,) counting start and end,
-    ``image_ids`` (B,) long.
+    ``image_ids`` (B,) long, and ``regions`` (B, T - 1, P) bool (False past each caption) when the
+    items carry them (attention supervision, one row per decoding step).
     """
     captions, lengths = pad_sequences([it["caption"] for it in items])
-    return {
+    batch = {
         "visual": _stack_visual(items),
         "captions": captions,
         "lengths": lengths,
         "image_ids": torch.tensor([it["image_id"] for it in items], dtype=torch.long),
     }
+    if "regions" in items[0]:
+        steps, cells = captions.shape[1] - 1, items[0]["regions"].shape[1]
+        regions = torch.zeros(len(items), steps, cells, dtype=torch.bool)
+        for i, it in enumerate(items):
+            regions[i, : len(it["regions"])] = it["regions"]
+        batch["regions"] = regions  # (B, T - 1, P)
+    return batch
 
 
 def collate_caption_eval(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -63,10 +71,11 @@ def collate_vqa(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Returns ``visual`` (B, P, D) or (B, 3, S, S), ``questions`` (B, L) padded with 0,
     ``lengths`` (B,), ``targets`` (B, N) soft scores, ``question_ids`` (B,), ``image_ids`` (B,),
-    ``answers`` B lists of the raw human answers (empty lists without annotations).
+    ``answers`` B lists of the raw human answers (empty lists without annotations), and
+    ``regions`` (B, G, P) bool when the items carry them (attention supervision).
     """
     questions, lengths = pad_sequences([it["question"] for it in items])
-    return {
+    batch = {
         "visual": _stack_visual(items),
         "questions": questions,
         "lengths": lengths,
@@ -75,6 +84,9 @@ def collate_vqa(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "image_ids": torch.tensor([it["image_id"] for it in items], dtype=torch.long),
         "answers": [list(it["answers"]) for it in items],
     }
+    if "regions" in items[0]:
+        batch["regions"] = torch.stack([it["regions"] for it in items])  # (B, G, P)
+    return batch
 
 
 class Ragged:

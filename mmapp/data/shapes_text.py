@@ -8,7 +8,8 @@ mention only their most salient groups. Every mentioned object is present, every
 exact for its description and every relation holds with a margin (see ``relation_margin``).
 
 ``mentioned_objects(caption)`` turns any caption (generated or reference) into the (color,
-shape) pairs it mentions, so a metric can check them against ``present_objects``.
+shape) pairs it mentions, so a metric can check them against ``present_objects``;
+``object_mentions(tokens)`` finds where each shape noun phrase is, for grounding its words.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -257,4 +259,23 @@ def load_present_objects(instances_file: str | Path) -> dict[int, list[tuple[str
             out[int(ann["image_id"])].append((ann["color"], names[ann["category_id"]]))
     except (KeyError, TypeError) as e:
         raise DataError(f"{path}: not a shapes instances file (annotation #{k}: missing {e})") from None
+    return out
+
+
+def object_mentions(tokens: Sequence[str]) -> list[tuple[int, int, str | None, str, str | None]]:
+    """(first word, shape word, colour, shape, size) of each shape noun phrase in a tokenised
+    caption, positions indexing ``tokens``: "a small red circle" -> (1, 3, "red", "circle", "small");
+    the phrase is the shape word and the colour/size words right before it."""
+    out = []
+    for t, word in enumerate(tokens):
+        shape = _SHAPE_WORDS.get(word)
+        if shape is None:
+            continue
+        colour = size = None
+        j = t - 1
+        while j >= 0 and (tokens[j] in COLORS or tokens[j] in SIZES):
+            colour = colour or (tokens[j] if tokens[j] in COLORS else None)
+            size = size or (tokens[j] if tokens[j] in SIZES else None)
+            j -= 1
+        out.append((j + 1, t, colour, shape, size))
     return out

@@ -50,6 +50,7 @@ class VQAQuestion:
     multiple_choice_answer: str = ""
     answer_type: str = ""
     question_type: str = ""
+    object_ids: tuple[int, ...] = ()  # instance ids of the objects it is about (shapes annotations)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,10 @@ def _load_annotations(path: str | Path) -> dict[int, dict[str, Any]]:
         for key in ("multiple_choice_answer", "answer_type", "question_type"):
             if key in ann:
                 field(ann, key, str, path, where)
+        if "object_ids" in ann:
+            ids = field(ann, "object_ids", list, path, where)
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                raise DataError(f"{path}: {where}: 'object_ids' must be a list of integers, got {ids!r:.60}")
         if qid in out:
             raise DataError(f"{path}: {where}: duplicate question_id {qid}")
         out[qid] = ann
@@ -119,7 +124,7 @@ def load_vqa(questions_path: str | Path, annotations_path: str | Path | None = N
                             f"differs from {image_id} in {questions_path}")
         out.append(VQAQuestion(qid, image_id, text.strip(), tuple(a["answer"] for a in ann["answers"]),
                                ann.get("multiple_choice_answer", ""), ann.get("answer_type", ""),
-                               ann.get("question_type", "")))
+                               ann.get("question_type", ""), tuple(ann.get("object_ids", ()))))
     if anns is not None and len(anns) != len(seen):
         extra = next(q for q in anns if q not in seen)
         raise DataError(f"{annotations_path}: annotation of question_id {extra} has no question in {questions_path}")
@@ -170,15 +175,19 @@ class VQADataset(Dataset):
     Item: ``visual`` (P, D) float32 cached features (``features=``) or (3, S, S) preprocessed image
     (``images_root=`` + ``encoder_cfg=``), ``question`` (L,) long ids (``Vocab.encode_question``, at
     most ``max_question_len`` words), ``target`` (N,) float32 soft scores, ``question_id``,
-    ``image_id``, ``answers`` (the raw human answers, for evaluation). Every image is checked up front.
+    ``image_id``, ``answers`` (the raw human answers, for evaluation), and with ``regions`` (N, G, P)
+    bool (``vqa_regions.glimpse_regions``) ``regions`` (G, P), the cells each glimpse should attend.
+    Every image is checked up front.
     """
 
     def __init__(self, split: VQASplit, vocab: Vocab, answers: AnswerVocab, *,
                  features: FeatureCache | None = None, images_root: str | Path | None = None,
                  encoder_cfg: EncoderConfig | None = None,
                  image_files: Mapping[int, str] | str | Path | None = None,
-                 max_question_len: int | None = None) -> None:
-        self.split, self.answer_vocab = split, answers
+                 max_question_len: int | None = None, regions: np.ndarray | None = None) -> None:
+        if regions is not None and len(regions) != len(split.questions):
+            raise ValueError(f"regions has {len(regions)} rows for {len(split.questions)} questions")
+        self.split, self.answer_vocab, self.regions = split, answers, regions
         self.visual = VisualSource(features, images_root, encoder_cfg)
         if isinstance(image_files, (str, Path)):
             image_files = image_files_from_json(image_files)
@@ -235,6 +244,9 @@ class VQADataset(Dataset):
         q = self.split.questions[index]
         target = torch.zeros(len(self.answer_vocab), dtype=torch.float32)  # (N,)
         target[torch.from_numpy(self.target_idx[index])] = torch.from_numpy(self.target_score[index])
-        return {"question": torch.tensor(self.vocab.encode_question(q.question, self.max_question_len)),  # (L,)
-                "target": target, "question_id": q.question_id, "image_id": q.image_id,
-                "answers": list(q.answers)}
+        out = {"question": torch.tensor(self.vocab.encode_question(q.question, self.max_question_len)),  # (L,)
+               "target": target, "question_id": q.question_id, "image_id": q.image_id,
+               "answers": list(q.answers)}
+        if self.regions is not None:
+            out["regions"] = torch.from_numpy(self.regions[index])  # (G, P) bool
+        return out

@@ -126,8 +126,10 @@ class VQANet(nn.Module):
             self.fuse_image = nn.Linear(image_dim, cfg.hidden_dim)
             self.fuse_question = nn.Linear(cfg.question_dim, cfg.hidden_dim)
             fused_dim = cfg.hidden_dim
-        if cfg.relation:  # (x, y) offsets between every pair of glimpses' attended positions
-            fused_dim += cfg.glimpses * (cfg.glimpses - 1)
+        pairs = cfg.glimpses * (cfg.glimpses - 1)  # (x, y) per pair of glimpses
+        self.relation_gates = nn.Linear(cfg.question_dim, cfg.relation_gates * pairs) if cfg.relation_gates else None
+        if cfg.relation:  # offsets between every pair of glimpses' attended positions, raw or gated
+            fused_dim += cfg.relation_gates or pairs
         self.classifier = nn.Sequential(nn.Linear(fused_dim, cfg.hidden_dim), nn.ReLU(),
                                         nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_dim, cfg.num_answers))
 
@@ -153,5 +155,9 @@ class VQANet(nn.Module):
             fused = torch.relu(self.fuse_image(self.dropout(glimpses))) * torch.relu(
                 self.fuse_question(self.dropout(question)))  # (B, H)
         if self.cfg.relation:
-            fused = torch.cat([fused, glimpse_offsets(attention)], dim=-1)  # (B, H + G(G-1))
+            offsets = glimpse_offsets(attention)  # (B, G(G-1))
+            if self.relation_gates is not None:  # K question-chosen directions: (B, K)
+                directions = self.relation_gates(question).view(len(offsets), -1, offsets.shape[1])
+                offsets = (directions * offsets.unsqueeze(1)).sum(dim=-1)
+            fused = torch.cat([fused, offsets], dim=-1)  # (B, H + G(G-1) or K)
         return self.classifier(fused), attention

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from mmapp.checkpoint import save_model
 from mmapp.data.grouped import ByImage, collate_by_image
 from mmapp.distributed import DistInfo, gather
-from mmapp.losses import caption_loss
+from mmapp.losses import attention_grounding_loss, caption_loss
 from mmapp.models.caption_decoder import build_caption_decoder
 from mmapp.run_config import RunConfig
 from mmapp.tasks.common import EncodedHead, batched, ood_from_cache, shard, visual_source
@@ -40,7 +40,13 @@ class CaptionTask:
         cache, encoder, visual = visual_source(cfg)
         decoder_cfg = dataclasses.replace(cfg.decoder, vocab_size=len(self.vocab), encoder_dim=encoder.out_dim)
         self.model = EncodedHead(encoder, build_caption_decoder(decoder_cfg))
-        self._items = CaptionDataset(train_images, self.vocab, max_len=d.max_caption_len, **visual)
+        regions = None
+        if cfg.train.grounding_weight > 0:  # word attention supervised by the named objects' boxes
+            from mmapp.data.caption_regions import CaptionRegions
+
+            regions = CaptionRegions(d.train_instances, encoder.grid_size())
+        self._items = CaptionDataset(train_images, self.vocab, max_len=d.max_caption_len, regions=regions,
+                                     **visual)
         self._train = ByImage(self._items)
         self._val = CaptionEvalDataset(val_images, **visual)
         self._collate, self._collate_eval = collate_captions, collate_caption_eval
@@ -58,6 +64,10 @@ class CaptionTask:
         logits, alphas = model(batch["visual"], captions[:, :-1], batch["image_index"])  # (B, T, V), (B, T, P)
         loss, stats = caption_loss(logits, alphas, captions[:, 1:], self.vocab.pad_id,
                                    self.cfg.train.attention_weight)
+        if "regions" in batch:
+            ground, ground_stats = attention_grounding_loss(alphas, batch["regions"])
+            loss = loss + self.cfg.train.grounding_weight * ground
+            stats.update(ground_stats)
         return loss, stats, captions.shape[0]
 
     @torch.no_grad()
