@@ -95,6 +95,10 @@ class VQAConfig:
     # with relation: read those offsets along K directions the question chooses (K numbers
     # d_k(question) . offset, e.g. "left of" -> -x: positive means yes) instead of the raw offsets
     relation_gates: int = 0
+    # C > 0: one more map from the attention's joint features whose summed sigmoid (a count of the
+    # asked-about objects) goes to the classifier as soft bins 0..C; with attention supervision it
+    # is trained to fire on those objects' centre cells (Zhang et al. 2018 count from attention)
+    count_map: int = 0
 
     def __post_init__(self) -> None:
         if self.feature_norm not in ("l2", "layer"):
@@ -105,6 +109,8 @@ class VQAConfig:
             raise ValueError("vqa.glimpses must be >= 1")
         if self.relation and self.glimpses < 2:
             raise ValueError("vqa.relation compares glimpses: it needs vqa.glimpses >= 2")
+        if self.count_map < 0:
+            raise ValueError("vqa.count_map must be >= 0")
         if self.relation_gates < 0 or (self.relation_gates and not self.relation):
             raise ValueError("vqa.relation_gates must be >= 0 and needs vqa.relation")
 

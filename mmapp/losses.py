@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -50,3 +51,15 @@ def attention_grounding_loss(attention: Tensor, regions: Tensor) -> tuple[Tensor
     n = supervised.sum().clamp(min=1)
     loss = -(mass.clamp(min=1e-6).log() * supervised).sum() / n
     return loss, {"ground": float(loss.detach()), "ground_mass": float((mass.detach() * supervised).sum() / n)}
+
+
+def count_map_loss(count_logits: Tensor, centres: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Per-cell binary cross-entropy of the count map against the asked-about objects' centre cells,
+    summed over cells and averaged over questions, so that its summed sigmoid counts them.
+
+    count_logits (B, P), centres (B, P) bool. Also returns the mean absolute count error.
+    """
+    target = centres.float()
+    loss = F.binary_cross_entropy_with_logits(count_logits.float(), target, reduction="sum") / len(target)
+    error = (torch.sigmoid(count_logits.detach().float()).sum(-1) - target.sum(-1)).abs().mean()
+    return loss, {"count_bce": float(loss.detach()), "count_error": float(error)}

@@ -20,7 +20,8 @@ from mmapp.data.shapes_text import object_mentions
 from mmapp.data.vqa_regions import glimpse_regions
 from mmapp.data.vqa_v2 import VQAQuestion, load_vqa
 from mmapp.errors import DataError
-from mmapp.losses import attention_grounding_loss
+from mmapp.losses import attention_grounding_loss, count_map_loss
+from mmapp.models.vqa import soft_count_bins
 from mmapp.metrics.grounding import box_cells, pointing_hit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def _question(qid: int, qtype: str, objects: tuple[int, ...], image_id: int = 1)
 def test_relation_questions_send_one_glimpse_to_each_object(tmp_path):
     questions = [_question(1, "position", (11, 10)), _question(2, "count", (10, 11)),
                  _question(3, "color", (10,)), _question(4, "exists", ())]
-    regions = glimpse_regions(questions, _instances(tmp_path), (2, 2), glimpses=3)
+    regions, centres = glimpse_regions(questions, _instances(tmp_path), (2, 2), glimpses=3)
     assert regions.shape == (4, 3, 4) and regions.dtype == bool
     top_left, bottom_right = [True, False, False, False], [False, False, False, True]
     both = [True, False, False, True]
@@ -88,6 +89,19 @@ def test_relation_questions_send_one_glimpse_to_each_object(tmp_path):
     assert regions[1].tolist() == [both] * 3  # counting: every glimpse on all counted objects
     assert regions[2].tolist() == [top_left] * 3
     assert not regions[3].any()  # about no object: not supervised
+    # the count map's targets: the cell of each object's centre (box centres (75, 75) and (25, 25))
+    assert centres.tolist() == [both, both, top_left, [False] * 4]
+
+
+def test_a_count_map_target_is_one_cell_per_object(tmp_path):
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "width": 100, "height": 100}],
+                                "annotations": [{"id": 1, "image_id": 1, "bbox": [10, 10, 80, 30]},  # wide
+                                                {"id": 2, "image_id": 1, "bbox": [60, 60, 5, 5]}]}))
+    _, centres = glimpse_regions([_question(1, "count", (1, 2))], path, (4, 4), 2)
+    expected = np.zeros((4, 4), dtype=bool)
+    expected[1, 2] = expected[2, 2] = True  # centres (50, 25) and (62.5, 62.5); cells 25 px
+    np.testing.assert_array_equal(centres[0].reshape(4, 4), expected)
 
 
 def test_unknown_or_foreign_objects_are_refused(tmp_path):
@@ -175,6 +189,23 @@ def test_grounding_loss_gradient_moves_attention_into_the_region():
     assert grad[2] < 0 and (grad[[0, 1, 3]] > 0).all()  # descent raises the target cell's logit
 
 
+def test_soft_count_bins_put_a_count_between_its_two_nearest_integers():
+    bins = soft_count_bins(torch.tensor([0.0, 2.3, 9.0]), max_count=4)
+    expected = torch.tensor([[1.0, 0, 0, 0, 0], [0, 0, 0.7, 0.3, 0], [0, 0, 0, 0, 1.0]])  # 9 clamps to 4
+    assert torch.allclose(bins, expected, atol=1e-6)
+
+
+def test_count_map_loss_and_its_count_error():
+    centres = torch.tensor([[True, False, True, False]])
+    sure = torch.tensor([[20.0, -20.0, 20.0, -20.0]])  # sigmoid ~ the targets exactly
+    loss, stats = count_map_loss(sure, centres)
+    assert loss.item() < 1e-6 and stats["count_error"] == pytest.approx(0.0, abs=1e-6)
+    loss, stats = count_map_loss(torch.zeros(1, 4), centres)  # sigmoid 0.5 everywhere: counts 2
+    assert loss.item() == pytest.approx(4 * np.log(2.0), rel=1e-5) and stats["count_error"] == pytest.approx(0.0)
+    loss, stats = count_map_loss(torch.full((1, 4), -20.0), centres)  # counts 0 of 2
+    assert stats["count_error"] == pytest.approx(2.0, abs=1e-6)
+
+
 # ---------------------------------------------------------------------------------------- training
 
 
@@ -199,12 +230,13 @@ def _sample_vqa_args(out: Path, cache: Path, *extra: str) -> list[str]:
 def test_supervised_glimpses_learn_to_look_at_the_objects(tmp_path, sample_cache):
     torch.set_num_threads(1)
     run = tmp_path / "grounded"
-    assert main(_sample_vqa_args(run, sample_cache, "train.epochs=8", "train.grounding_weight=1.0",
-                                 f"data.train_instances={ANN / 'instances_test.json'}")) == 0
+    assert main(_sample_vqa_args(run, sample_cache, "train.epochs=12", "train.grounding_weight=1.0",
+                                 "vqa.count_map=6", f"data.train_instances={ANN / 'instances_test.json'}")) == 0
     rows = [json.loads(line)["train"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
     assert last["ground"] < 0.6 * first["ground"], (first, last)
     assert last["ground_mass"] > first["ground_mass"] + 0.15, (first, last)
+    assert last["count_error"] < 0.6 * first["count_error"], (first, last)  # the count map counts
 
 
 def test_grounding_weight_needs_the_instances_file(tmp_path, sample_cache, capsys):

@@ -143,9 +143,9 @@ def test_decoder_image_index_equals_repeated_features(project: int) -> None:
 
 VQA_VARIANTS = [dict(fusion="mul"), dict(fusion="concat"), dict(feature_norm="layer", coords=True, count=True),
                 dict(feature_norm="layer", coords=True, count=True, relation=True),
-                dict(feature_norm="layer", coords=True, count=True, relation=True, relation_gates=3)]
+                dict(feature_norm="layer", coords=True, count=True, relation=True, relation_gates=3, count_map=4)]
 VQA_IDS = ["mul", "concat", "layernorm-coords-count", "layernorm-coords-count-relation",
-           "layernorm-coords-count-relation-gates"]
+           "layernorm-coords-count-relation-gates-countmap"]
 
 
 @pytest.mark.parametrize("options", VQA_VARIANTS[::2], ids=VQA_IDS[::2])

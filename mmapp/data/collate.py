@@ -72,7 +72,7 @@ def collate_vqa(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Returns ``visual`` (B, P, D) or (B, 3, S, S), ``questions`` (B, L) padded with 0,
     ``lengths`` (B,), ``targets`` (B, N) soft scores, ``question_ids`` (B,), ``image_ids`` (B,),
     ``answers`` B lists of the raw human answers (empty lists without annotations), and
-    ``regions`` (B, G, P) bool when the items carry them (attention supervision).
+    ``regions`` (B, G, P) and ``centres`` (B, P) bool when the items carry them (attention supervision).
     """
     questions, lengths = pad_sequences([it["question"] for it in items])
     batch = {
@@ -84,8 +84,9 @@ def collate_vqa(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "image_ids": torch.tensor([it["image_id"] for it in items], dtype=torch.long),
         "answers": [list(it["answers"]) for it in items],
     }
-    if "regions" in items[0]:
-        batch["regions"] = torch.stack([it["regions"] for it in items])  # (B, G, P)
+    for key in ("regions", "centres"):  # (B, G, P), (B, P)
+        if key in items[0]:
+            batch[key] = torch.stack([it[key] for it in items])
     return batch
 
 

@@ -13,6 +13,9 @@ supervision from human or box annotations, e.g. Qiao et al. 2018, Gan et al. 201
   all the counted ones for count, the matches for a "yes" existence question);
 - a question about no object ("is there a red star?" -> no, "how many stars?" -> 0) is not supervised.
 
+It also gives, per question, the cells holding its objects' centres: the target of the count map
+(``vqa.count_map``), whose summed sigmoid then counts them (zero for a question about no object).
+
 Cells are those whose centres lie in a box, plus the cell at its centre (``metrics.grounding.box_cells``):
 the region a pointing-game hit needs.
 """
@@ -50,13 +53,16 @@ def load_instance_boxes(path: str | Path) -> tuple[dict[int, tuple[int, list[flo
 
 
 def glimpse_regions(questions: Sequence, instances_path: str | Path, grid: tuple[int, int],
-                    glimpses: int) -> np.ndarray:
-    """Questions (``VQAQuestion`` with ``object_ids``) -> (N, G, H*W) bool target cells per glimpse
-    (all False where a glimpse is not supervised). Refuses object ids missing from the instances
-    file or belonging to another image."""
+                    glimpses: int) -> tuple[np.ndarray, np.ndarray]:
+    """Questions (``VQAQuestion`` with ``object_ids``) -> (regions, centres): regions (N, G, H*W)
+    bool, the target cells per glimpse (all False where a glimpse is not supervised); centres
+    (N, H*W) bool, the cell holding the centre of each object the question is about (none for
+    "is there a red star?" -> no, or a count of 0): the count map's target. Refuses object ids
+    missing from the instances file or belonging to another image."""
     boxes, sizes = load_instance_boxes(instances_path)
     gh, gw = grid
     out = np.zeros((len(questions), glimpses, gh * gw), dtype=bool)
+    centres = np.zeros((len(questions), gh * gw), dtype=bool)
     for n, q in enumerate(questions):
         masks = []
         for oid in q.object_ids:
@@ -64,6 +70,10 @@ def glimpse_regions(questions: Sequence, instances_path: str | Path, grid: tuple
             if found is None or found[0] != q.image_id:
                 raise DataError(f"{instances_path}: question_id {q.question_id} refers to object {oid}, "
                                 f"which is not an object of image {q.image_id} there")
+            (width, height), (bx, by, bw, bh) = sizes[q.image_id], found[1]
+            i = min(max(int((by + bh / 2) * gh / height), 0), gh - 1)
+            j = min(max(int((bx + bw / 2) * gw / width), 0), gw - 1)
+            centres[n, i * gw + j] = True
             masks.append(box_cells(sizes[q.image_id], found[1], grid).ravel())
         if not masks:
             continue
@@ -73,4 +83,4 @@ def glimpse_regions(questions: Sequence, instances_path: str | Path, grid: tuple
             out[n, 2:] = union
         else:
             out[n, :] = union
-    return out
+    return out, centres

@@ -176,7 +176,8 @@ class VQADataset(Dataset):
     (``images_root=`` + ``encoder_cfg=``), ``question`` (L,) long ids (``Vocab.encode_question``, at
     most ``max_question_len`` words), ``target`` (N,) float32 soft scores, ``question_id``,
     ``image_id``, ``answers`` (the raw human answers, for evaluation), and with ``regions`` (N, G, P)
-    bool (``vqa_regions.glimpse_regions``) ``regions`` (G, P), the cells each glimpse should attend.
+    bool (``vqa_regions.glimpse_regions``) ``regions`` (G, P), the cells each glimpse should attend,
+    and with ``centres`` (N, P) bool ``centres`` (P,), the cells of its objects' centres.
     Every image is checked up front.
     """
 
@@ -184,10 +185,12 @@ class VQADataset(Dataset):
                  features: FeatureCache | None = None, images_root: str | Path | None = None,
                  encoder_cfg: EncoderConfig | None = None,
                  image_files: Mapping[int, str] | str | Path | None = None,
-                 max_question_len: int | None = None, regions: np.ndarray | None = None) -> None:
-        if regions is not None and len(regions) != len(split.questions):
-            raise ValueError(f"regions has {len(regions)} rows for {len(split.questions)} questions")
-        self.split, self.answer_vocab, self.regions = split, answers, regions
+                 max_question_len: int | None = None, regions: np.ndarray | None = None,
+                 centres: np.ndarray | None = None) -> None:
+        for name, rows in (("regions", regions), ("centres", centres)):
+            if rows is not None and len(rows) != len(split.questions):
+                raise ValueError(f"{name} has {len(rows)} rows for {len(split.questions)} questions")
+        self.split, self.answer_vocab, self.regions, self.centres = split, answers, regions, centres
         self.visual = VisualSource(features, images_root, encoder_cfg)
         if isinstance(image_files, (str, Path)):
             image_files = image_files_from_json(image_files)
@@ -249,4 +252,6 @@ class VQADataset(Dataset):
                "answers": list(q.answers)}
         if self.regions is not None:
             out["regions"] = torch.from_numpy(self.regions[index])  # (G, P) bool
+        if self.centres is not None:
+            out["centres"] = torch.from_numpy(self.centres[index])  # (P,) bool
         return out

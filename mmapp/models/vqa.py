@@ -79,20 +79,28 @@ class QuestionEncoder(nn.Module):
         return h[-1]
 
 
+def soft_count_bins(count: Tensor, max_count: int) -> Tensor:
+    """count (B,) >= 0 -> (B, max_count + 1): triangular soft one-hot, bin k = max(0, 1 - |count - k|)
+    (a count of 2.3 is 0.7 in bin 2 and 0.3 in bin 3), so a linear layer can read any count."""
+    bins = torch.arange(max_count + 1, device=count.device, dtype=count.dtype)
+    return (1.0 - (count.clamp(0, max_count).unsqueeze(-1) - bins).abs()).clamp(min=0)
+
+
 class GlimpseAttention(nn.Module):
-    """G attention maps (logits) over P cells, each conditioned on the question."""
+    """G attention maps (logits) over P cells, each conditioned on the question (plus ``extra_maps``
+    more maps from the same joint features, e.g. the count map)."""
 
     def __init__(self, feature_dim: int, question_dim: int, attention_dim: int, glimpses: int,
-                 dropout: float) -> None:
+                 dropout: float, extra_maps: int = 0) -> None:
         super().__init__()
         self.feature_proj = nn.Linear(feature_dim, attention_dim, bias=False)
         self.question_proj = nn.Linear(question_dim, attention_dim)
-        self.score = nn.Linear(attention_dim, glimpses)
+        self.score = nn.Linear(attention_dim, glimpses + extra_maps)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, features: Tensor, question: Tensor, image_index: Tensor | None = None) -> Tensor:
-        """features (B, P, D), question (B, Q) -> attention logits (B, G, P) (softmax over P gives
-        the glimpses).
+        """features (B, P, D), question (B, Q) -> attention logits (B, G + extra_maps, P) (softmax
+        over P gives the glimpses).
 
         With ``image_index`` (B,), features are (I, P, D) and question b is about image ``image_index[b]``.
         """
@@ -100,7 +108,7 @@ class GlimpseAttention(nn.Module):
         if image_index is not None:
             keys = keys.index_select(0, image_index)  # (B, P, A)
         joint = F.relu(keys + self.question_proj(self.dropout(question)).unsqueeze(1))  # (B, P, A)
-        return self.score(self.dropout(joint)).transpose(1, 2)  # (B, G, P)
+        return self.score(self.dropout(joint)).transpose(1, 2)  # (B, G + extra_maps, P)
 
 
 class VQANet(nn.Module):
@@ -115,7 +123,7 @@ class VQANet(nn.Module):
         feature_dim = cfg.encoder_dim + (2 if cfg.coords else 0)
         self.norm = nn.LayerNorm(cfg.encoder_dim) if cfg.feature_norm == "layer" else None
         self.attention = GlimpseAttention(feature_dim, cfg.question_dim, cfg.attention_dim,
-                                          cfg.glimpses, cfg.dropout)
+                                          cfg.glimpses, cfg.dropout, extra_maps=1 if cfg.count_map else 0)
         image_dim = cfg.glimpses * (feature_dim + (1 if cfg.count else 0))
         self.dropout = nn.Dropout(cfg.dropout)
         if cfg.fusion == "concat":
@@ -130,18 +138,25 @@ class VQANet(nn.Module):
         self.relation_gates = nn.Linear(cfg.question_dim, cfg.relation_gates * pairs) if cfg.relation_gates else None
         if cfg.relation:  # offsets between every pair of glimpses' attended positions, raw or gated
             fused_dim += cfg.relation_gates or pairs
+        if cfg.count_map:  # the count map's total as soft bins 0..count_map
+            fused_dim += cfg.count_map + 1
+            with torch.no_grad():  # start near a count of zero (sigmoid(-4) = 0.018 per cell), not P / 2
+                self.attention.score.bias[-1] = -4.0
         self.classifier = nn.Sequential(nn.Linear(fused_dim, cfg.hidden_dim), nn.ReLU(),
                                         nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_dim, cfg.num_answers))
 
     def forward(self, features: Tensor, questions: Tensor, lengths: Tensor,
-                image_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                image_index: Tensor | None = None, with_count_map: bool = False):
         """features (B, P, D) (or (I, P, D) for I images with ``image_index`` (B,) naming each
-        question's image), questions (B, L), lengths (B,) -> logits (B, N), attention (B, G, P)."""
+        question's image), questions (B, L), lengths (B,) -> logits (B, N), attention (B, G, P),
+        and with ``with_count_map`` the count map's logits (B, P) (``vqa.count_map``; None without)."""
         features = self.norm(features) if self.norm is not None else F.normalize(features, dim=-1)
         if self.cfg.coords:
             features = torch.cat([features, cell_coordinates(features)], dim=-1)  # (B or I, P, D + 2)
         question = self.question_encoder(questions, lengths)  # (B, Q)
-        logits = self.attention(features, question, image_index)  # (B, G, P)
+        logits = self.attention(features, question, image_index)  # (B, G (+1), P)
+        count_map = logits[:, -1] if self.cfg.count_map else None  # (B, P): where the asked-about objects are
+        logits = logits[:, : self.cfg.glimpses]  # (B, G, P)
         attention = logits.softmax(dim=-1)
         if image_index is None:
             glimpses = torch.bmm(attention, features).flatten(1)  # (B, G*D)
@@ -160,4 +175,9 @@ class VQANet(nn.Module):
                 directions = self.relation_gates(question).view(len(offsets), -1, offsets.shape[1])
                 offsets = (directions * offsets.unsqueeze(1)).sum(dim=-1)
             fused = torch.cat([fused, offsets], dim=-1)  # (B, H + G(G-1) or K)
+        if count_map is not None:
+            count = torch.sigmoid(count_map).sum(dim=-1)  # (B,)
+            fused = torch.cat([fused, soft_count_bins(count, self.cfg.count_map)], dim=-1)  # (B, ... + C + 1)
+        if with_count_map:
+            return self.classifier(fused), attention, count_map
         return self.classifier(fused), attention

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from mmapp.checkpoint import save_model
 from mmapp.data.grouped import ByImage, collate_by_image
 from mmapp.distributed import DistInfo, gather
-from mmapp.losses import attention_grounding_loss, vqa_loss
+from mmapp.losses import attention_grounding_loss, count_map_loss, vqa_loss
 from mmapp.models.vqa import VQANet
 from mmapp.run_config import RunConfig
 from mmapp.tasks.common import EncodedHead, batched, ood_from_cache, shard, visual_source
@@ -51,15 +51,17 @@ class VQATask:
                                       encoder_dim=encoder.out_dim)
         self.model = EncodedHead(encoder, VQANet(net_cfg))
         kwargs = dict(max_question_len=d.max_question_len, image_files=index, **visual)
-        regions = None
+        regions = centres = None
         if cfg.train.grounding_weight > 0:  # attention supervised by the referred objects' boxes
             from mmapp.data.vqa_regions import glimpse_regions
 
-            regions = glimpse_regions(train.questions, d.train_instances, encoder.grid_size(), net_cfg.glimpses)
+            regions, centres = glimpse_regions(train.questions, d.train_instances, encoder.grid_size(),
+                                               net_cfg.glimpses)
             if not regions.any():
                 raise ValueError(f"train.grounding_weight: no question in {d.train_annotations} has "
                                  "'object_ids' to supervise the attention with")
-        self._items = VQADataset(train, self.vocab, self.answers, regions=regions, **kwargs)
+        self._items = VQADataset(train, self.vocab, self.answers, regions=regions,
+                                 centres=centres if net_cfg.count_map else None, **kwargs)
         self._train = ByImage(self._items)
         self._val = VQADataset(val, self.vocab, self.answers, **kwargs)
         self._collate = collate_vqa
@@ -74,13 +76,17 @@ class VQATask:
         return collate_by_image(groups, self._collate)
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float], int]:
-        logits, attention = model(batch["visual"], batch["questions"], batch["lengths"],
-                                  batch["image_index"])  # (B, N), (B, G, P)
+        logits, attention, count_map = model(batch["visual"], batch["questions"], batch["lengths"],
+                                             batch["image_index"], True)  # (B, N), (B, G, P), (B, P)
         loss, stats = vqa_loss(logits, batch["targets"])
         if "regions" in batch:
             ground, ground_stats = attention_grounding_loss(attention, batch["regions"])
             loss = loss + self.cfg.train.grounding_weight * ground
             stats.update(ground_stats)
+        if "centres" in batch:
+            centres, centre_stats = count_map_loss(count_map, batch["centres"])
+            loss = loss + self.cfg.train.grounding_weight * centres
+            stats.update(centre_stats)
         return loss, stats, logits.shape[0]
 
     @torch.no_grad()
