@@ -24,11 +24,12 @@ OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $PY -m mmapp train vqa --config configs/shap
   --out "$RUNS/shapes_vqa" data.features="$DATA/features448" \
   data.train_questions="$ann/questions_train.json" data.train_annotations="$ann/annotations_train.json" \
   data.val_questions="$ann/questions_val.json" data.val_annotations="$ann/annotations_val.json" \
-  data.image_index="$ann/captions_train.json,$ann/captions_val.json" &
+  data.image_index="$ann/captions_train.json,$ann/captions_val.json" data.train_instances="$ann/instances_train.json" &
 vqa_pid=$!
 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $PY -m mmapp train caption --config configs/shapes_caption.yaml --quiet \
   --out "$RUNS/shapes_caption" data.features="$DATA/features" \
-  data.train_captions="$ann/captions_train.json" data.val_captions="$ann/captions_val.json" &
+  data.train_captions="$ann/captions_train.json" data.val_captions="$ann/captions_val.json" \
+  data.train_instances="$ann/instances_train.json" &
 caption_pid=$!
 wait "$vqa_pid"
 wait "$caption_pid"
