@@ -42,8 +42,9 @@ def vqa_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, float]]
 def attention_grounding_loss(attention: Tensor, regions: Tensor) -> tuple[Tensor, dict[str, float]]:
     """Attention supervision: -log of the attention mass each glimpse puts on its target cells.
 
-    attention (B, G, P) (each glimpse sums to 1 over P), regions (B, G, P) bool target cells
-    (``data.vqa_regions``); glimpses with no target cell do not contribute. Returns the mean over
+    attention (B, G, P) (each glimpse, or caption step, sums to 1 over P), regions (B, G, P) bool
+    target cells (``data.vqa_regions``, ``data.caption_regions``); glimpses with no target cell do
+    not contribute. Returns the mean over
     supervised glimpses (0 when there are none) and the mean mass they put on their targets.
     """
     supervised = regions.any(dim=-1)  # (B, G)

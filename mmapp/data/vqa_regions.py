@@ -29,7 +29,7 @@ import numpy as np
 
 from mmapp.data.coco_captions import field, read_json, top_list
 from mmapp.errors import DataError
-from mmapp.metrics.grounding import box_cells
+from mmapp.metrics.grounding import box_cells, centre_cell
 
 RELATION_TYPES = frozenset({"position"})
 
@@ -70,9 +70,7 @@ def glimpse_regions(questions: Sequence, instances_path: str | Path, grid: tuple
             if found is None or found[0] != q.image_id:
                 raise DataError(f"{instances_path}: question_id {q.question_id} refers to object {oid}, "
                                 f"which is not an object of image {q.image_id} there")
-            (width, height), (bx, by, bw, bh) = sizes[q.image_id], found[1]
-            i = min(max(int((by + bh / 2) * gh / height), 0), gh - 1)
-            j = min(max(int((bx + bw / 2) * gw / width), 0), gw - 1)
+            i, j = centre_cell(sizes[q.image_id], found[1], grid)
             centres[n, i * gw + j] = True
             masks.append(box_cells(sizes[q.image_id], found[1], grid).ravel())
         if not masks:
