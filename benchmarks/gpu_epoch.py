@@ -10,6 +10,11 @@ all random. Batches hold 256 captions in shuffled image order (an image's 5 capt
 grid used once, as mmapp's ``ByImage`` batches them) and go through mmapp's training engine
 (``train_one_epoch``: bf16 autocast, loss, backward, gradient clipping, fused Adam) on the issue's
 decoder (attention/embedding/LSTM 512, vocabulary 10,000).
+``--cuda-graphs`` trains with each step captured in a CUDA graph and replayed (``mmapp.graphed``):
+batches are padded to fixed shapes (caption lengths rounded up to a multiple of ``--length-bucket``,
+image rows to ceil(batch / captions per image) + 1), the decoder runs every row through every word.
+``--check-steps N`` first trains N steps twice on the same batches, replayed and eager, and prints how
+far the weights drifted apart (dropout off), so a capture that computes something else is seen.
 ``--reference-steps N`` also times N steps of the tutorial's decoder (fp32, one grid per caption) for
 scale. Results go to ``benchmarks/results/gpu_epoch.json``.
 """
@@ -49,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also time the tutorial's decoder (fp32) for this many steps")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the decoder's per-word update (compilation happens in the warm-up steps)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="capture each step (forward, loss, backward, clipping, fused Adam) in a CUDA graph")
+    p.add_argument("--length-bucket", type=int, default=4,
+                   help="with --cuda-graphs: pad caption lengths up to a multiple of this (default %(default)s)")
+    p.add_argument("--check-steps", type=int, default=0,
+                   help="with --cuda-graphs: first compare N replayed steps with the same steps run eagerly")
     p.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     p.add_argument("--tiny", action="store_true", help="CPU smoke test: tiny sizes, fp32 (figures mean nothing)")
     p.add_argument("--out", type=Path, default=RESULTS / "gpu_epoch.json", help="JSON results (default %(default)s)")
@@ -84,15 +95,24 @@ def synthetic_features(images: int, cells: int, dim: int, device: torch.device, 
     return features.pin_memory() if on == "cpu" and device.type == "cuda" else features
 
 
-def batches(features, captions, lengths, per_image: int, batch: int, device: torch.device, g: torch.Generator):
+def batches(features, captions, lengths, per_image: int, batch: int, device: torch.device, g: torch.Generator,
+            length_bucket: int = 0):
     """Yield batches of ``batch`` captions in shuffled image order (an image's captions together, as
-    mmapp's ``ByImage`` groups them): each image's grid once, ``image_index`` naming each caption's row."""
+    mmapp's ``ByImage`` groups them): each image's grid once, ``image_index`` naming each caption's row.
+
+    With ``length_bucket`` the shapes are fixed for CUDA graphs: captions padded to a length that is a
+    multiple of it, and always ceil(batch / per_image) + 1 image rows (the last image repeated; no
+    caption points at the copies)."""
     order = torch.randperm(features.shape[0], generator=g)
     caption_rows = (order.unsqueeze(1) * per_image + torch.arange(per_image)).flatten()  # (N,)
+    image_rows = -(-batch // per_image) + 1
     for start in range(0, len(caption_rows), batch):
         rows = caption_rows[start : start + batch]  # (B,)
         images, image_index = torch.unique_consecutive(rows // per_image, return_inverse=True)  # (I,), (B,)
         L = int(lengths[rows].max())
+        if length_bucket:
+            L = min(captions.shape[1], -(-L // length_bucket) * length_bucket)
+            images = torch.cat([images, images[-1:].expand(image_rows - len(images))])  # (image_rows,)
         yield {"visual": features[images.to(features.device)].to(device, non_blocking=True).float(),  # (I, P, D)
                "captions": captions[rows, :L].to(device, non_blocking=True),
                "image_index": image_index.to(device, non_blocking=True)}
@@ -101,6 +121,7 @@ def batches(features, captions, lengths, per_image: int, batch: int, device: tor
 def main(argv: list[str] | None = None) -> int:
     from mmapp.config import CaptionDecoderConfig
     from mmapp.engine import Precision, train_one_epoch
+    from mmapp.graphed import GraphedTrainStep
     from mmapp.losses import caption_loss
     from mmapp.models.caption_decoder import build_caption_decoder
 
@@ -119,38 +140,54 @@ def main(argv: list[str] | None = None) -> int:
     sync()
     setup_s = time.perf_counter() - t0
 
-    torch.manual_seed(0)
-    cfg = CaptionDecoderConfig(vocab_size=args.vocab, encoder_dim=args.dim, embed_dim=args.width,
-                               attention_dim=args.width, hidden_dim=args.width, dropout=0.5)
-    model = build_caption_decoder(cfg).to(device)
-    if args.compile:
-        model.compile_step()
-    fused = {"fused": True} if device.type == "cuda" else {}
-    optimizer = torch.optim.Adam(model.parameters(), lr=4e-4, **fused)
     precision = Precision.resolve(args.amp if device.type == "cuda" else "off", device)
+    if args.cuda_graphs and precision.use_scaler:
+        raise SystemExit("--cuda-graphs trains in bf16 or fp32 (--amp bf16/off): fp16's GradScaler is not captured")
+    bucket = args.length_bucket if args.cuda_graphs else 0
+    check = graph_check(args, features, captions, lengths, device, precision, g) if args.check_steps else {}
+
+    def build():
+        torch.manual_seed(0)
+        cfg = CaptionDecoderConfig(vocab_size=args.vocab, encoder_dim=args.dim, embed_dim=args.width,
+                                   attention_dim=args.width, hidden_dim=args.width, dropout=0.5)
+        model = build_caption_decoder(cfg).to(device)
+        if args.compile:
+            model.compile_step()
+        fused = {"fused": True} if device.type == "cuda" or args.cuda_graphs else {}
+        if args.cuda_graphs:
+            model.use_static_shapes()
+            fused["capturable"] = device.type == "cuda"
+        return model, torch.optim.Adam(model.parameters(), lr=4e-4, **fused)
+
+    model, optimizer = build()
     scaler = torch.amp.GradScaler("cuda") if precision.use_scaler else None
+    graphed = (GraphedTrainStep(model, caption_loss_terms_fn, optimizer, precision, 5.0, device)
+               if args.cuda_graphs else None)
 
     def loss_fn(m, b):  # what mmapp.tasks.caption.CaptionTask.loss does
         logits, alphas = m(b["visual"], b["captions"][:, :-1], b["image_index"])
         loss, stats = caption_loss(logits, alphas, b["captions"][:, 1:], PAD, 1.0)
         return loss, stats, b["captions"].shape[0]
 
+    def epoch(stream, **kw):
+        return train_one_epoch(model, stream, loss_fn, optimizer, None, device, precision, 5.0, scaler,
+                               graphed=graphed, **kw)
+
     steps_per_epoch = math.ceil(n_captions / args.batch)
     timed_steps = min(args.steps, steps_per_epoch - args.warmup) if args.steps else steps_per_epoch - args.warmup
-    stream = batches(features, captions, lengths, args.captions_per_image, args.batch, device, g)
+    stream = batches(features, captions, lengths, args.captions_per_image, args.batch, device, g, bucket)
     warm = [next(stream) for _ in range(args.warmup)]
     last = n_captions % args.batch
     if args.compile and last:  # the epoch's short last batch is compiled for in the warm-up too
         warm.append({"visual": warm[0]["visual"], "captions": warm[0]["captions"][:last],
                      "image_index": warm[0]["image_index"][:last]})
     t0 = time.perf_counter()
-    train_one_epoch(model, warm, loss_fn, optimizer, None, device, precision, 5.0, scaler)
+    epoch(warm)
     sync()
     warmup_s = time.perf_counter() - t0
     stamps: list[float] = []
     start = time.perf_counter()
-    stats = train_one_epoch(model, (next(stream) for _ in range(timed_steps)), loss_fn, optimizer, None, device,
-                            precision, 5.0, scaler, on_step=lambda s, st: stamps.append(time.perf_counter()))
+    stats = epoch((next(stream) for _ in range(timed_steps)), on_step=lambda s, st: stamps.append(time.perf_counter()))
     sync()
     seconds = time.perf_counter() - start
     step_ms = seconds / max(1, timed_steps) * 1e3
@@ -167,16 +204,61 @@ def main(argv: list[str] | None = None) -> int:
         "epoch_seconds": round(epoch_s, 1), "epoch_measured": timed_steps + args.warmup >= steps_per_epoch,
         "target_epoch_seconds": 60.0, "meets_target": None if args.tiny else epoch_s <= 60.0,
         "setup_seconds": round(setup_s, 1), "compiled": args.compile, "warmup_seconds": round(warmup_s, 1),
+        "cuda_graphs": args.cuda_graphs, "length_bucket": bucket or None,
+        "graphs": graphed.graphs if graphed else None, "eager_steps": graphed.eager_steps if graphed else None,
         "loss": round(stats["loss"], 4),
     }
     if device.type == "cuda":
         result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    result.update(check)
     if args.reference_steps:
         result.update(reference(args, features, captions, lengths, device, sync))
     print(json.dumps(result, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     return 0
+
+
+def caption_loss_terms_fn(m, b):
+    """What ``loss_fn`` computes, with its terms left on the device (for ``GraphedTrainStep``)."""
+    from mmapp.losses import caption_loss_terms
+
+    logits, alphas = m(b["visual"], b["captions"][:, :-1], b["image_index"])
+    loss, terms = caption_loss_terms(logits, alphas, b["captions"][:, 1:], PAD, 1.0)
+    return loss, terms, b["captions"].shape[0]
+
+
+def graph_check(args, features, captions, lengths, device, precision, g) -> dict:
+    """Train ``--check-steps`` steps twice from the same weights on the same batches (dropout off):
+    replayed from CUDA graphs, and eagerly; returns the largest difference of losses and weights."""
+    from mmapp.config import CaptionDecoderConfig
+    from mmapp.graphed import GraphedTrainStep
+    from mmapp.models.caption_decoder import build_caption_decoder
+
+    stream = batches(features, captions, lengths, args.captions_per_image, args.batch, device,
+                     torch.Generator().manual_seed(7), args.length_bucket)
+    fixed = [next(stream) for _ in range(2)]
+    plan = [fixed[i % 2] for i in range(args.check_steps)]  # two shapes, each captured after its warm-up
+    runs = []
+    for capture in (device.type == "cuda", False):
+        torch.manual_seed(0)
+        cfg = CaptionDecoderConfig(vocab_size=args.vocab, encoder_dim=args.dim, embed_dim=args.width,
+                                   attention_dim=args.width, hidden_dim=args.width, dropout=0.0)
+        model = build_caption_decoder(cfg).to(device)
+        model.use_static_shapes()
+        optimizer = torch.optim.Adam(model.parameters(), lr=4e-4, fused=True, capturable=device.type == "cuda")
+        step = GraphedTrainStep(model, caption_loss_terms_fn, optimizer, precision, 5.0, device, warmup=1,
+                                capture=capture)
+        losses = torch.stack([step(b)[0].clone() for b in plan])
+        runs.append((losses, [p.detach().clone() for p in model.parameters()], step.replays))
+    (l_graph, p_graph, replays), (l_eager, p_eager, _) = runs
+    weight_diff = max(float((a - b).abs().max()) for a, b in zip(p_graph, p_eager))
+    result = {"check_steps": args.check_steps, "check_replays": replays,
+              "check_max_loss_diff": float((l_graph - l_eager).abs().max()),
+              "check_max_weight_diff": weight_diff,
+              "check_loss_first_last": [round(float(l_graph[0]), 4), round(float(l_graph[-1]), 4)]}
+    print(json.dumps(result), flush=True)
+    return result
 
 
 def reference(args, features, captions, lengths, device, sync) -> dict:

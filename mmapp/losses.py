@@ -16,13 +16,22 @@ def caption_loss(logits: Tensor, alphas: Tensor, targets: Tensor, pad_id: int = 
     (1 - sum_t alpha_tp)^2 over non-pad steps, so that attention over the caption covers the grid.
     The mean over the P cells (as the widely used PyTorch tutorial does) keeps lambda = 1 meaningful
     for any grid size; the paper's sum over cells is P times larger.
+    Logits and attention at steps whose target is ``<pad>`` do not matter (any values give the same loss).
     """
+    loss, terms = caption_loss_terms(logits, alphas, targets, pad_id, attention_weight)
+    return loss, {name: float(value) for name, value in terms.items()}
+
+
+def caption_loss_terms(logits: Tensor, alphas: Tensor, targets: Tensor, pad_id: int = 0,
+                       attention_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """``caption_loss`` with its terms as detached 0-dim tensors: nothing waits for the device
+    (what a training step captured in a CUDA graph needs, ``mmapp.graphed``)."""
     mask = targets.ne(pad_id)  # (B, T)
     xent = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=pad_id)
     coverage = (alphas.float() * mask.unsqueeze(-1)).sum(dim=1)  # (B, P)
     penalty = ((1.0 - coverage) ** 2).mean()
     loss = xent + attention_weight * penalty
-    return loss, {"xent": float(xent.detach()), "att_penalty": float(penalty.detach())}
+    return loss, {"xent": xent.detach(), "att_penalty": penalty.detach()}
 
 
 def vqa_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -56,11 +65,14 @@ def attention_grounding_loss(attention: Tensor, regions: Tensor) -> tuple[Tensor
 
 def count_map_loss(count_logits: Tensor, centres: Tensor) -> tuple[Tensor, dict[str, float]]:
     """Per-cell binary cross-entropy of the count map against the asked-about objects' centre cells,
-    summed over cells and averaged over questions, so that its summed sigmoid counts them.
+    summed over cells and averaged over questions, plus the absolute error of its summed sigmoid
+    against the number of centres (the count itself: the per-cell term alone leaves neighbouring
+    cells half lit and the total off by most of an object).
 
-    count_logits (B, P), centres (B, P) bool. Also returns the mean absolute count error.
+    count_logits (B, P), centres (B, P) bool. Returns the total and its terms: ``count_bce`` and
+    ``count_error`` (mean absolute count error).
     """
     target = centres.float()
-    loss = F.binary_cross_entropy_with_logits(count_logits.float(), target, reduction="sum") / len(target)
-    error = (torch.sigmoid(count_logits.detach().float()).sum(-1) - target.sum(-1)).abs().mean()
-    return loss, {"count_bce": float(loss.detach()), "count_error": float(error)}
+    bce = F.binary_cross_entropy_with_logits(count_logits.float(), target, reduction="sum") / len(target)
+    error = (torch.sigmoid(count_logits.float()).sum(-1) - target.sum(-1)).abs().mean()
+    return bce + error, {"count_bce": float(bce.detach()), "count_error": float(error.detach())}

@@ -74,3 +74,20 @@ def test_gpu_epoch_smoke_run_on_cpu(tmp_path) -> None:
     assert result["captions"] == 300 and result["steps_per_epoch"] == math.ceil(300 / 32)
     assert result["epoch_measured"] and math.isfinite(result["loss"]) and result["ms_per_step"] > 0
     assert result["reference_ms_per_step"] > 0
+
+
+def test_gpu_epoch_graphed_smoke_run_pads_batches_to_fixed_shapes(tmp_path) -> None:
+    from benchmarks import gpu_epoch
+
+    out = tmp_path / "gpu.json"
+    assert gpu_epoch.main(["--tiny", "--cuda-graphs", "--check-steps", "4", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["cuda_graphs"] and result["graphs"] == 0 and result["eager_steps"] == result["steps_per_epoch"]
+    assert math.isfinite(result["loss"]) and result["check_max_weight_diff"] == 0.0  # eager vs eager on a CPU
+    g = torch.Generator().manual_seed(0)
+    captions, lengths = gpu_epoch.synthetic_captions(500, 300, g)
+    features = torch.rand(100, 4, 8)
+    shapes = {(tuple(b["visual"].shape), b["captions"].shape[1])
+              for b in gpu_epoch.batches(features, captions, lengths, 5, 32, torch.device("cpu"), g, 4)}
+    assert {v for v, _ in shapes} == {(8, 4, 8)}  # ceil(32 / 5) + 1 image rows, always
+    assert all(L % 4 == 0 or L == captions.shape[1] for _, L in shapes)

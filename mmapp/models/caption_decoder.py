@@ -36,6 +36,16 @@ class CaptionDecoder(nn.Module):
     def init_state(self, memory: State) -> State:
         raise NotImplementedError
 
+    def use_static_shapes(self, on: bool = True) -> None:
+        """Train with shapes fixed by the batch and no host synchronisation, as a training step
+        captured in a CUDA graph needs (``mmapp.graphed``): every row goes through every step (no
+        shrinking as captions end, which reads the lengths on the host), and the steps that read
+        ``<end>`` or ``<pad>`` keep the values they computed instead of being zeroed. Their targets
+        are padding, so the caption loss is the same; the update at every other step is what ``step``
+        gives. Decoding and evaluation (no gradient) are not affected.
+        """
+        self.static_shapes = on
+
     def step(self, tokens: Tensor, state: State, memory: State) -> tuple[Tensor, Tensor, State]:
         """tokens (B,) -> logits (B, V), attention alpha (B, P), next state."""
         raise NotImplementedError
@@ -84,6 +94,7 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(S, cfg.vocab_size)
         self._compiled_advance = None  # set by compile_step()
+        self.static_shapes = False  # set by use_static_shapes()
 
     def prepare(self, features: Tensor) -> State:
         features = self.project(features)  # (B, P, D')
@@ -135,6 +146,8 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         the steps that were decoded. Steps that read ``<end>`` or ``<pad>`` (whose targets are padding)
         are skipped: their logits and attention are 0. Every other position is what ``step`` gives.
         """
+        if self.static_shapes and torch.is_grad_enabled():
+            return self._forward_all_steps(features, inputs, image_index, self._compiled_advance)
         lengths = _caption_lengths(inputs)
         if self._compiled_advance is not None and torch.is_grad_enabled():
             logits, alpha = self._forward_all_steps(features, inputs, image_index, self._compiled_advance)
