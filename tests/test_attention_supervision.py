@@ -204,6 +204,10 @@ def test_count_map_loss_and_its_count_error():
     assert loss.item() == pytest.approx(4 * np.log(2.0), rel=1e-5) and stats["count_error"] == pytest.approx(0.0)
     loss, stats = count_map_loss(torch.full((1, 4), -20.0), centres)  # counts 0 of 2
     assert stats["count_error"] == pytest.approx(2.0, abs=1e-6)
+    assert loss.item() == pytest.approx(stats["count_bce"] + 2.0, rel=1e-5)  # the count's error is in the loss
+    smeared = torch.full((1, 4), 0.0, requires_grad=True)  # 2 of 2 counted, yet every cell half lit
+    count_map_loss(smeared, torch.tensor([[True, True, True, True]]))[0].backward()
+    assert (smeared.grad < 0).all()  # too few counted: every cell is pushed up, by BCE and by the count
 
 
 # ---------------------------------------------------------------------------------------- training
