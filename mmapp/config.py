@@ -67,10 +67,16 @@ class CaptionDecoderConfig:
     num_heads: int = 8
     positional: str = "sinusoidal"
     max_len: int = 64
+    # recurrent decoders: the output layer reads the attended (gated) context beside the hidden state
+    # (the paper's deep output, eq. 7), so a word can name what is attended at its own step
+    deep_output: bool = False
 
     def __post_init__(self) -> None:
         if self.num_layers < 1:
             raise ValueError("decoder.num_layers must be >= 1")
+        if self.deep_output and self.cell == "transformer":
+            raise ValueError("decoder.deep_output is for the recurrent decoders (its cross-attention already "
+                             "feeds the Transformer's output)")
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,9 @@ class VQAConfig:
     # asked-about objects) goes to the classifier as soft bins 0..C; with attention supervision it
     # is trained to fire on those objects' centre cells (Zhang et al. 2018 count from attention)
     count_map: int = 0
+    # K > 0: the count map comes from a small convolutional head over the grid (1x1 to K channels,
+    # then two 3x3), so a cell can tell an object's centre from its neighbours; 0: a score per cell
+    count_context: int = 0
 
     def __post_init__(self) -> None:
         if self.feature_norm not in ("l2", "layer"):
@@ -111,6 +120,8 @@ class VQAConfig:
             raise ValueError("vqa.relation compares glimpses: it needs vqa.glimpses >= 2")
         if self.count_map < 0:
             raise ValueError("vqa.count_map must be >= 0")
+        if self.count_context < 0 or (self.count_context and not self.count_map):
+            raise ValueError("vqa.count_context must be >= 0 and needs vqa.count_map")
         if self.relation_gates < 0 or (self.relation_gates and not self.relation):
             raise ValueError("vqa.relation_gates must be >= 0 and needs vqa.relation")
 

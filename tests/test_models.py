@@ -80,10 +80,11 @@ def test_decoder_shapes_and_attention_sums(cell: str, layers: int) -> None:
     assert torch.allclose(alpha.sum(-1), torch.ones(B), atol=1e-6)
 
 
-def test_step_by_step_equals_teacher_forcing() -> None:
+@pytest.mark.parametrize("deep_output", [False, True])
+def test_step_by_step_equals_teacher_forcing(deep_output: bool) -> None:
     """``step`` (used by decoding) and ``forward`` (used in training) compute the same model."""
     torch.manual_seed(0)
-    decoder = _decoder(num_layers=2).eval()
+    decoder = _decoder(num_layers=2, deep_output=deep_output).eval()
     features, inputs = torch.randn(B, P, D), torch.randint(3, V, (B, T))
     logits, alphas = decoder(features, inputs)
     memory = decoder.prepare(features)
@@ -94,11 +95,13 @@ def test_step_by_step_equals_teacher_forcing() -> None:
         assert torch.allclose(alpha, alphas[:, t], atol=1e-6)
 
 
-@pytest.mark.parametrize("cell, layers, project", [("lstm", 1, 0), ("gru", 2, 0), ("peephole", 1, 0), ("rnn", 1, 0),
-                                                   ("lstm", 2, 6)])
-def test_gradients_reach_every_decoder_parameter(cell: str, layers: int, project: int) -> None:
+@pytest.mark.parametrize("cell, layers, project, deep", [("lstm", 1, 0, False), ("gru", 2, 0, False),
+                                                         ("peephole", 1, 0, False), ("rnn", 1, 0, False),
+                                                         ("lstm", 2, 6, False), ("lstm", 1, 6, True)])
+def test_gradients_reach_every_decoder_parameter(cell: str, layers: int, project: int, deep: bool) -> None:
     torch.manual_seed(0)
-    decoder = _decoder(cell=cell, num_layers=layers, dropout=0.3, project_dim=project).train()
+    decoder = _decoder(cell=cell, num_layers=layers, dropout=0.3, project_dim=project, deep_output=deep).train()
+    assert decoder.output.in_features == decoder.cfg.hidden_dim + (project if deep else 0)
     inputs = torch.randint(3, V, (B, T))
     targets = torch.cat([inputs[:, 1:], torch.full((B, 1), 2)], dim=1)
     logits, alphas = decoder(torch.randn(B, P, D), inputs)
@@ -143,9 +146,10 @@ def test_decoder_image_index_equals_repeated_features(project: int) -> None:
 
 VQA_VARIANTS = [dict(fusion="mul"), dict(fusion="concat"), dict(feature_norm="layer", coords=True, count=True),
                 dict(feature_norm="layer", coords=True, count=True, relation=True),
-                dict(feature_norm="layer", coords=True, count=True, relation=True, relation_gates=3, count_map=4)]
+                dict(feature_norm="layer", coords=True, count=True, relation=True, relation_gates=3, count_map=4),
+                dict(feature_norm="layer", coords=True, count=True, count_map=4, count_context=5)]
 VQA_IDS = ["mul", "concat", "layernorm-coords-count", "layernorm-coords-count-relation",
-           "layernorm-coords-count-relation-gates-countmap"]
+           "layernorm-coords-count-relation-gates-countmap", "layernorm-coords-count-countcontext"]
 
 
 @pytest.mark.parametrize("options", VQA_VARIANTS[::2], ids=VQA_IDS[::2])
@@ -173,6 +177,25 @@ def test_vqa_shapes_attention_and_gradients(options: dict) -> None:
     loss.backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached vqa.{name}"
+
+
+def test_count_context_lets_a_cell_see_its_neighbours_and_the_plain_count_map_does_not() -> None:
+    torch.manual_seed(0)
+    questions, lengths = _questions()
+    features = torch.randn(B, 16, D)  # a 4 x 4 grid
+    changed = features.clone()
+    changed[:, 0] += 3.0  # cell (0, 0): a neighbour of cell (1, 1) = 5, three cells from (3, 3) = 15
+    for context, reaches_neighbour in ((0, False), (6, True)):
+        net = _vqa(count_map=4, count_context=context).eval()
+        before = net(features, questions, lengths, None, True)[2]  # (B, P) count map logits
+        after = net(changed, questions, lengths, None, True)[2]
+        assert not torch.allclose(before[:, 0], after[:, 0])
+        assert torch.allclose(before[:, 5], after[:, 5]) != reaches_neighbour
+        assert torch.allclose(before[:, 15], after[:, 15])  # two 3x3 layers reach two cells, not three
+    with pytest.raises(ValueError, match="square grid"):
+        _vqa(count_map=4, count_context=6)(torch.randn(B, 12, D), questions, lengths)
+    with pytest.raises(ValueError, match="count_context"):
+        _vqa(count_context=6)
 
 
 def test_glimpse_offsets_are_where_one_glimpse_looked_minus_where_another_did() -> None:

@@ -92,7 +92,7 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         self.cells = nn.ModuleList(
             make_cell(cfg.cell, (cfg.embed_dim + D) if i == 0 else S, S) for i in range(L))
         self.dropout = nn.Dropout(cfg.dropout)
-        self.output = nn.Linear(S, cfg.vocab_size)
+        self.output = nn.Linear(S + (D if cfg.deep_output else 0), cfg.vocab_size)
         self._compiled_advance = None  # set by compile_step()
         self.static_shapes = False  # set by use_static_shapes()
 
@@ -108,7 +108,8 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         return {"h": h, "c": c}
 
     def _advance(self, embedded: Tensor, state: State, memory: State) -> tuple[Tensor, Tensor, State]:
-        """embedded (B, E) -> top hidden (B, S), alpha (B, P), next state (h, c: (B, L, S))."""
+        """embedded (B, E) -> what the output layer reads (top hidden (B, S); with ``deep_output``
+        [top hidden; gated context] (B, S + D)), alpha (B, P), next state (h, c: (B, L, S))."""
         h, c = state["h"], state["c"]
         context, alpha = self.attention(memory["features"], memory["keys"], h[:, -1])  # (B, D), (B, P)
         context = torch.sigmoid(self.gate(h[:, -1])) * context
@@ -120,7 +121,8 @@ class RecurrentAttentionDecoder(CaptionDecoder):
             cs.append(c_i)
             x = self.dropout(h_i)
         new_state = {"h": torch.stack(hs, dim=1), "c": torch.stack(cs, dim=1)}  # (B, L, S)
-        return hs[-1], alpha, new_state
+        top = torch.cat([hs[-1], context], dim=-1) if self.cfg.deep_output else hs[-1]
+        return top, alpha, new_state
 
     def compile_step(self) -> None:
         """Train with the per-word update (attention, gate, cells, dropout) compiled by ``torch.compile``.
@@ -195,7 +197,7 @@ class RecurrentAttentionDecoder(CaptionDecoder):
             top, alpha, state = advance(embedded[t], state, memory)
             tops.append(top)
             alphas.append(alpha)
-        hidden = torch.stack(tops, dim=1)  # (B, T, S)
+        hidden = torch.stack(tops, dim=1)  # (B, T, S) (S + D with deep_output)
         # The output layer runs once over all steps instead of once per step.
         return self.output(self.dropout(hidden)), torch.stack(alphas, dim=1)  # (B, T, V), (B, T, P)
 

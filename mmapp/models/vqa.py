@@ -7,6 +7,8 @@ the question (concatenation or element-wise product), and a classifier over the 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -98,9 +100,10 @@ class GlimpseAttention(nn.Module):
         self.score = nn.Linear(attention_dim, glimpses + extra_maps)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, features: Tensor, question: Tensor, image_index: Tensor | None = None) -> Tensor:
+    def forward(self, features: Tensor, question: Tensor, image_index: Tensor | None = None,
+                with_joint: bool = False):
         """features (B, P, D), question (B, Q) -> attention logits (B, G + extra_maps, P) (softmax
-        over P gives the glimpses).
+        over P gives the glimpses), and with ``with_joint`` the joint features (B, P, A) they are scored from.
 
         With ``image_index`` (B,), features are (I, P, D) and question b is about image ``image_index[b]``.
         """
@@ -108,7 +111,29 @@ class GlimpseAttention(nn.Module):
         if image_index is not None:
             keys = keys.index_select(0, image_index)  # (B, P, A)
         joint = F.relu(keys + self.question_proj(self.dropout(question)).unsqueeze(1))  # (B, P, A)
-        return self.score(self.dropout(joint)).transpose(1, 2)  # (B, G + extra_maps, P)
+        logits = self.score(self.dropout(joint)).transpose(1, 2)  # (B, G + extra_maps, P)
+        return (logits, joint) if with_joint else logits
+
+
+class CountHead(nn.Module):
+    """The count map from the attention's joint features with context from the neighbouring cells:
+    1x1 to K channels, then two 3x3 convolutions over the (square) grid. (B, P, A) -> logits (B, P)."""
+
+    def __init__(self, attention_dim: int, channels: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(attention_dim, channels, 1), nn.ReLU(),
+                                 nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(channels, 1, 3, padding=1))
+        with torch.no_grad():  # start near a count of zero (sigmoid(-4) = 0.018 per cell), not P / 2
+            self.net[-1].bias.fill_(-4.0)
+
+    def forward(self, joint: Tensor) -> Tensor:
+        B, P, A = joint.shape
+        side = math.isqrt(P)
+        if side * side != P:
+            raise ValueError(f"vqa.count_context needs a square grid, got {P} cells")
+        grid = joint.transpose(1, 2).reshape(B, A, side, side)  # (B, A, H, W)
+        return self.net(grid).flatten(1)  # (B, P)
 
 
 class VQANet(nn.Module):
@@ -122,8 +147,9 @@ class VQANet(nn.Module):
         self.question_encoder = QuestionEncoder(cfg.vocab_size, cfg.embed_dim, cfg.question_dim, cfg.cell)
         feature_dim = cfg.encoder_dim + (2 if cfg.coords else 0)
         self.norm = nn.LayerNorm(cfg.encoder_dim) if cfg.feature_norm == "layer" else None
-        self.attention = GlimpseAttention(feature_dim, cfg.question_dim, cfg.attention_dim,
-                                          cfg.glimpses, cfg.dropout, extra_maps=1 if cfg.count_map else 0)
+        self.attention = GlimpseAttention(feature_dim, cfg.question_dim, cfg.attention_dim, cfg.glimpses,
+                                          cfg.dropout, extra_maps=1 if cfg.count_map and not cfg.count_context else 0)
+        self.count_head = CountHead(cfg.attention_dim, cfg.count_context) if cfg.count_context else None
         image_dim = cfg.glimpses * (feature_dim + (1 if cfg.count else 0))
         self.dropout = nn.Dropout(cfg.dropout)
         if cfg.fusion == "concat":
@@ -140,6 +166,7 @@ class VQANet(nn.Module):
             fused_dim += cfg.relation_gates or pairs
         if cfg.count_map:  # the count map's total as soft bins 0..count_map
             fused_dim += cfg.count_map + 1
+        if cfg.count_map and not cfg.count_context:
             with torch.no_grad():  # start near a count of zero (sigmoid(-4) = 0.018 per cell), not P / 2
                 self.attention.score.bias[-1] = -4.0
         self.classifier = nn.Sequential(nn.Linear(fused_dim, cfg.hidden_dim), nn.ReLU(),
@@ -154,8 +181,12 @@ class VQANet(nn.Module):
         if self.cfg.coords:
             features = torch.cat([features, cell_coordinates(features)], dim=-1)  # (B or I, P, D + 2)
         question = self.question_encoder(questions, lengths)  # (B, Q)
-        logits = self.attention(features, question, image_index)  # (B, G (+1), P)
-        count_map = logits[:, -1] if self.cfg.count_map else None  # (B, P): where the asked-about objects are
+        if self.count_head is not None:
+            logits, joint = self.attention(features, question, image_index, with_joint=True)  # (B, G, P), (B, P, A)
+            count_map = self.count_head(joint)  # (B, P): where the asked-about objects are
+        else:
+            logits = self.attention(features, question, image_index)  # (B, G (+1), P)
+            count_map = logits[:, -1] if self.cfg.count_map else None  # (B, P)
         logits = logits[:, : self.cfg.glimpses]  # (B, G, P)
         attention = logits.softmax(dim=-1)
         if image_index is None:
