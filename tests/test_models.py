@@ -192,6 +192,10 @@ def test_count_context_lets_a_cell_see_its_neighbours_and_the_plain_count_map_do
         assert not torch.allclose(before[:, 0], after[:, 0])
         assert torch.allclose(before[:, 5], after[:, 5]) != reaches_neighbour
         assert torch.allclose(before[:, 15], after[:, 15])  # two 3x3 layers reach two cells, not three
+    net = _vqa(count_map=4, count_context=6).train()
+    net(features, questions, lengths, None, True)[2].sum().backward()  # the count map alone
+    assert net.count_head.net[0].weight.grad.abs().sum() > 0
+    assert net.attention.feature_proj.weight.grad is None  # it reads the joint features, does not train them
     with pytest.raises(ValueError, match="square grid"):
         _vqa(count_map=4, count_context=6)(torch.randn(B, 12, D), questions, lengths)
     with pytest.raises(ValueError, match="count_context"):

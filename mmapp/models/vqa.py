@@ -117,7 +117,11 @@ class GlimpseAttention(nn.Module):
 
 class CountHead(nn.Module):
     """The count map from the attention's joint features with context from the neighbouring cells:
-    1x1 to K channels, then two 3x3 convolutions over the (square) grid. (B, P, A) -> logits (B, P)."""
+    1x1 to K channels, then two 3x3 convolutions over the (square) grid. (B, P, A) -> logits (B, P).
+
+    It reads the joint features without sending gradients back into them: trained through them, the
+    count map's loss held back what the glimpses learn (position questions stayed near chance for
+    five epochs in three runs on the shapes data, against 0.85 without a count map)."""
 
     def __init__(self, attention_dim: int, channels: int) -> None:
         super().__init__()
@@ -132,7 +136,7 @@ class CountHead(nn.Module):
         side = math.isqrt(P)
         if side * side != P:
             raise ValueError(f"vqa.count_context needs a square grid, got {P} cells")
-        grid = joint.transpose(1, 2).reshape(B, A, side, side)  # (B, A, H, W)
+        grid = joint.detach().transpose(1, 2).reshape(B, A, side, side)  # (B, A, H, W)
         return self.net(grid).flatten(1)  # (B, P)
 
 
