@@ -235,12 +235,13 @@ def test_supervised_glimpses_learn_to_look_at_the_objects(tmp_path, sample_cache
     torch.set_num_threads(1)
     run = tmp_path / "grounded"
     assert main(_sample_vqa_args(run, sample_cache, "train.epochs=12", "train.grounding_weight=1.0",
-                                 "vqa.count_map=6", f"data.train_instances={ANN / 'instances_test.json'}")) == 0
+                                 "vqa.count_map=6", "vqa.count_context=8",
+                                 f"data.train_instances={ANN / 'instances_test.json'}")) == 0
     rows = [json.loads(line)["train"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
     assert last["ground"] < 0.6 * first["ground"], (first, last)
     assert last["ground_mass"] > first["ground_mass"] + 0.15, (first, last)
-    assert last["count_error"] < 0.6 * first["count_error"], (first, last)  # the count map counts
+    assert last["count_error"] < 0.75 * first["count_error"], (first, last)  # the count map counts (60 steps)
 
 
 def test_grounding_weight_needs_the_instances_file(tmp_path, sample_cache, capsys):

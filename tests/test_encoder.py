@@ -55,8 +55,8 @@ def test_joined_grid_is_the_stride16_stage_then_the_upsampled_last_stage() -> No
         upsampled = torch.nn.functional.interpolate(last.feature_maps(x), size=(4, 4), mode="bilinear",
                                                     align_corners=False)
     assert mid.shape == (1, 112, 4, 4)
-    assert torch.allclose(maps[:, :112], mid, atol=1e-5)
-    assert torch.allclose(maps[:, 112:], upsampled, atol=1e-5)
+    assert torch.allclose(maps[:, :112], mid, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(maps[:, 112:], upsampled, rtol=1e-4, atol=1e-5)
 
 
 def _batchnorms(encoder: Encoder) -> list[nn.Module]:
@@ -143,6 +143,8 @@ def test_native_efficientnet_lite0_is_timms_network(size: int) -> None:
         torch.testing.assert_close(last, ref_last)
         torch.testing.assert_close(native(x), reference(x))
     assert isinstance(build_encoder(EncoderConfig(weights="none", input_size=64)).backbone, EfficientNetLite0)
+    stem = EfficientNetLite0().conv_stem.weight  # random weights (encoder.weights=none) initialised as timm does
+    assert float(stem.std()) == pytest.approx((2.0 / (3 * 3 * 32)) ** 0.5, rel=0.1)
 
 
 def test_loading_the_default_models_does_not_import_timm(captioner_checkpoint) -> None:

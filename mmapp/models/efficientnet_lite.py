@@ -119,6 +119,8 @@ class EfficientNetLite0(nn.Module):
         self.bn2 = BatchNormAct2d(HEAD, act=True)
         self.num_features = HEAD
         self.classifier = nn.Linear(HEAD, num_classes)
+        for module in self.modules():
+            _init_like_tensorflow(module)
 
     def forward_intermediates(self, x: Tensor, indices: list[int], intermediates_only: bool = False):
         """-> (head features (B, 1280, S/32, S/32), [the output of ``feature_info[i]``'s stage for i in
@@ -139,3 +141,20 @@ class EfficientNetLite0(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.forward_features(x).mean(dim=(2, 3)))
+
+
+def _init_like_tensorflow(m: nn.Module) -> None:
+    """timm's (and TensorFlow's) EfficientNet initialisation, in the same order, so a randomly
+    initialised backbone (``encoder.weights=none``) is the one timm would build from the same seed."""
+    if isinstance(m, nn.Conv2d):
+        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+        nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Linear):
+        bound = 1.0 / math.sqrt(m.weight.size(0))
+        nn.init.uniform_(m.weight, -bound, bound)
+        nn.init.zeros_(m.bias)
