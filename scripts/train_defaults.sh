@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-data/shapes} TEST_DATA=${TEST_DATA:-data/shapes_test} RUNS=${RUNS:-runs}
-TRAIN=${TRAIN:-4000} VAL=${VAL:-300} TEST=${TEST:-1000} SEED=${SEED:-0} TEST_SEED=${TEST_SEED:-1234}
+TRAIN=${TRAIN:-8000} VAL=${VAL:-300} TEST=${TEST:-1000} SEED=${SEED:-0} TEST_SEED=${TEST_SEED:-1234}
 start=$(date +%s)
 
 $PY -m mmapp data shapes --out "$DATA" --train "$TRAIN" --val "$VAL" --test 0 --seed "$SEED"
