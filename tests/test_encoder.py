@@ -144,7 +144,7 @@ def test_native_efficientnet_lite0_is_timms_network(size: int) -> None:
         torch.testing.assert_close(native(x), reference(x))
     assert isinstance(build_encoder(EncoderConfig(weights="none", input_size=64)).backbone, EfficientNetLite0)
     stem = EfficientNetLite0().conv_stem.weight  # random weights (encoder.weights=none) initialised as timm does
-    assert float(stem.std()) == pytest.approx((2.0 / (3 * 3 * 32)) ** 0.5, rel=0.1)
+    assert float(stem.detach().std()) == pytest.approx((2.0 / (3 * 3 * 32)) ** 0.5, rel=0.1)
 
 
 def test_loading_the_default_models_does_not_import_timm(captioner_checkpoint) -> None:
