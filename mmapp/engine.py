@@ -72,7 +72,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, o
     """
     model.train()
     if graphed is not None:
-        return _train_one_epoch_graphed(model, batches, graphed, scheduler, device, on_step, progress, check_every)
+        return _train_one_epoch_graphed(batches, graphed, scheduler, device, on_step, progress, check_every)
     totals: dict[str, float] = {}
     loss_sum, items, steps = 0.0, 0, 0
     start = time.perf_counter()
@@ -117,7 +117,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, o
     return result
 
 
-def _train_one_epoch_graphed(model: nn.Module, batches: Iterable[Any], graphed: Any, scheduler: Any,
+def _train_one_epoch_graphed(batches: Iterable[Any], graphed: Any, scheduler: Any,
                              device: torch.device, on_step: Callable[[int, dict], None] | None, progress: Any,
                              check_every: int) -> dict[str, float]:
     if scheduler is not None and not isinstance(graphed.optimizer.param_groups[0]["lr"], Tensor):

@@ -36,16 +36,6 @@ class CaptionDecoder(nn.Module):
     def init_state(self, memory: State) -> State:
         raise NotImplementedError
 
-    def use_static_shapes(self, on: bool = True) -> None:
-        """Train with shapes fixed by the batch and no host synchronisation, as a training step
-        captured in a CUDA graph needs (``mmapp.graphed``): every row goes through every step (no
-        shrinking as captions end, which reads the lengths on the host), and the steps that read
-        ``<end>`` or ``<pad>`` keep the values they computed instead of being zeroed. Their targets
-        are padding, so the caption loss is the same; the update at every other step is what ``step``
-        gives. Decoding and evaluation (no gradient) are not affected.
-        """
-        self.static_shapes = on
-
     def step(self, tokens: Tensor, state: State, memory: State) -> tuple[Tensor, Tensor, State]:
         """tokens (B,) -> logits (B, V), attention alpha (B, P), next state."""
         raise NotImplementedError
@@ -135,6 +125,16 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         pay the compilation. Decoding (``step``) is not affected.
         """
         self._compiled_advance = torch.compile(self._advance)
+
+    def use_static_shapes(self, on: bool = True) -> None:
+        """Train with shapes fixed by the batch and no host synchronisation, as a training step
+        captured in a CUDA graph needs (``mmapp.graphed``): every row goes through every step (no
+        shrinking as captions end, which reads the lengths on the host), and the steps that read
+        ``<end>`` or ``<pad>`` keep the values they computed instead of being zeroed. Their targets
+        are padding, so the caption loss is the same; the update at every other step is what ``step``
+        gives. Decoding and evaluation (no gradient) are not affected.
+        """
+        self.static_shapes = on
 
     def step(self, tokens: Tensor, state: State, memory: State) -> tuple[Tensor, Tensor, State]:
         top, alpha, state = self._advance(self.embedding(tokens), state, memory)

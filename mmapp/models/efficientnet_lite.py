@@ -144,8 +144,8 @@ class EfficientNetLite0(nn.Module):
 
 
 def _init_like_tensorflow(m: nn.Module) -> None:
-    """timm's (and TensorFlow's) EfficientNet initialisation, in the same order, so a randomly
-    initialised backbone (``encoder.weights=none``) is the one timm would build from the same seed."""
+    """timm's (and TensorFlow's) EfficientNet initialisation, so a randomly initialised backbone
+    (``encoder.weights=none``) has the scales timm's has (the same distributions, not the same draws)."""
     if isinstance(m, nn.Conv2d):
         fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
         nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))

