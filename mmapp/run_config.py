@@ -67,12 +67,28 @@ class TrainConfig:
     val_beam_size: int = 3
     deterministic: bool = False
     compile: bool = False  # torch.compile the recurrent decoder's per-word update (GPU training)
+    # Self-critical sequence training (captions): from this many finished epochs on, the captioner
+    # samples scst_samples captions per image and learns from their CIDEr-D against the image's
+    # training references, each sample's baseline being the mean reward of the image's other
+    # samples; -1: cross-entropy only
+    self_critical_after: int = -1
+    scst_samples: int = 5
+    scst_lr: float = 5e-5  # constant through the self-critical epochs (the schedule covers the others)
+    # with self-critical training: reward - this x the objects a sample names that its image lacks
+    # (CHAIR's hallucinations; shapes captions, needs data.train_instances); 0: off
+    scst_hallucination_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"train.schedule must be cosine, step or constant, got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("train.epochs and train.batch_size must be >= 1")
+        if self.self_critical_after >= 0 and self.scst_samples < 2:
+            raise ValueError("train.scst_samples must be >= 2: each sample's baseline is the image's other samples")
+        if self.scst_lr <= 0:
+            raise ValueError("train.scst_lr must be > 0")
+        if self.scst_hallucination_weight < 0:
+            raise ValueError("train.scst_hallucination_weight must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,9 @@ class RunConfig:
             raise ValueError(f"task must be caption or vqa, got {self.task!r}")
         if self.train.grounding_weight < 0:
             raise ValueError("train.grounding_weight must be >= 0")
+        if self.train.scst_hallucination_weight > 0 and not self.data.train_instances:
+            raise ValueError("train.scst_hallucination_weight needs data.train_instances (the objects of "
+                             "each training image, shapes instances format)")
         if self.train.grounding_weight > 0 and not self.data.train_instances:
             raise ValueError("train.grounding_weight needs data.train_instances (the training images' "
                              "COCO instances file, whose boxes the annotations' object_ids refer to)")

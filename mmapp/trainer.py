@@ -31,6 +31,8 @@ class Task(Protocol):
     metric: str
     model: nn.Module
 
+    # optional: begin_epoch(epoch), called before each epoch (the captioner switches to
+    # self-critical training there)
     def train_set(self) -> Any: ...
     def collate(self, items: list) -> Any: ...
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float], int]: ...
@@ -44,9 +46,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, warmup: int, total: int):
-    """Linear warm-up, then cosine decay to 0 / steps of 0.1 at 50% and 75% / constant."""
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, warmup: int, total: int,
+                   tail_factor: float | None = None):
+    """Linear warm-up, then cosine decay to 0 / steps of 0.1 at 50% and 75% / constant, over
+    ``total`` steps; after them, ``tail_factor`` x the base rate where given (the self-critical
+    epochs, which follow the cross-entropy ones at their own constant rate)."""
     def factor(step: int) -> float:
+        if tail_factor is not None and step >= total:
+            return tail_factor
         if warmup and step < warmup:
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -100,11 +107,17 @@ class Run:
         self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.steps_per_epoch = -(-len(EpochSampler(len(self.task.train_set()), 0, 0, self.info.rank,
                                                    self.info.world_size)) // cfg.train.batch_size)
+        scheduled_epochs, tail_factor = cfg.train.epochs, None
+        if 0 <= cfg.train.self_critical_after < cfg.train.epochs:  # the schedule spans the cross-entropy epochs
+            scheduled_epochs, tail_factor = cfg.train.self_critical_after, cfg.train.scst_lr / cfg.train.lr
         self.scheduler = make_scheduler(self.optimizer, cfg.train.schedule, cfg.train.warmup_steps,
-                                        self.steps_per_epoch * cfg.train.epochs)
+                                        self.steps_per_epoch * scheduled_epochs, tail_factor)
         self.precision = Precision.resolve(cfg.train.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.use_scaler else None
         self.train_model: nn.Module = self.model
+        if self.info.enabled and cfg.train.self_critical_after >= 0:
+            raise ValueError("train.self_critical_after: self-critical training runs in one process for now "
+                             "(its sampling does not go through DistributedDataParallel's forward)")
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
@@ -176,6 +189,9 @@ class Run:
         from tqdm import tqdm
 
         tcfg = self.cfg.train
+        begin_epoch = getattr(self.task, "begin_epoch", None)
+        if begin_epoch is not None:
+            begin_epoch(self.epoch)
         skip = self.step_in_epoch * tcfg.batch_size
         sampler = EpochSampler(len(self.task.train_set()), tcfg.seed, self.epoch, self.info.rank,
                                self.info.world_size, skip=skip)

@@ -1,4 +1,4 @@
-"""Greedy and beam search, written once over a decoder's ``prepare``/``init_state``/``step``.
+"""Greedy search, beam search and sampling, written once over a decoder's ``prepare``/``init_state``/``step``.
 
 Beam search is batched: B images x K beams are one (B*K)-row tensor batch; there is no Python loop
 over images. Finished beams stay in the beam and may only emit ``<pad>`` at no cost, so they keep
@@ -71,6 +71,57 @@ def greedy_search(decoder: CaptionDecoder, features: Tensor, max_len: int, start
             break
     return Decoded(tokens=torch.stack(words, dim=1), lengths=lengths, scores=scores,
                    attention=torch.stack(alphas, dim=1))
+
+
+@dataclass
+class Sampled:
+    """Captions sampled for self-critical training: B images x K samples = B*K rows (image-major).
+
+    tokens (B*K, T) word ids ending with ``<end>`` where one was drawn, then ``<pad>``;
+    logp (B*K, T) log-probability of each drawn word, differentiable, 0 after ``<end>``;
+    mask (B*K, T) True up to and including ``<end>``.
+    """
+
+    tokens: Tensor
+    logp: Tensor
+    mask: Tensor
+
+
+def sample(decoder: CaptionDecoder, features: Tensor, num_samples: int, max_len: int, start_id: int,
+           end_id: int, pad_id: int = 0, generator: torch.Generator | None = None) -> Sampled:
+    """Draw ``num_samples`` captions per image from the decoder's word distributions, keeping the
+    graph: features (B, P, D) -> ``Sampled`` with B*K rows, image b's samples in rows b*K .. b*K+K-1.
+
+    Runs in whatever mode the decoder is in (self-critical.pytorch samples with dropout on, in
+    training mode). At most ``max_len`` words + ``<end>``, as ``greedy_search``.
+    """
+    if num_samples < 1:
+        raise ValueError("num_samples must be >= 1")
+    B = features.shape[0]
+    memory = _expand(decoder.prepare(features), num_samples)
+    state = decoder.init_state(memory)
+    rows = B * num_samples
+    tokens = torch.full((rows,), start_id, dtype=torch.long, device=features.device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=features.device)
+    words, logps, masks = [], [], []
+    for t in range(max_len + 1):
+        logits, _, state = decoder.step(tokens, state, memory)  # (R, V)
+        banned = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+        banned[[start_id, pad_id]] = True
+        if t == max_len:  # the last step must close the caption
+            banned = torch.ones_like(banned)
+            banned[end_id] = False
+        logp = logits.float().masked_fill(banned, float("-inf")).log_softmax(dim=-1)  # (R, V)
+        word = torch.multinomial(logp.detach().exp(), 1, generator=generator).squeeze(1)  # (R,)
+        word = word.masked_fill(finished, pad_id)
+        masks.append(~finished)
+        logps.append(logp.gather(1, word.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0))
+        words.append(word)
+        finished = finished | (word == end_id)
+        tokens = word
+        if bool(finished.all()):
+            break
+    return Sampled(tokens=torch.stack(words, dim=1), logp=torch.stack(logps, dim=1), mask=torch.stack(masks, dim=1))
 
 
 def _never(logp: Tensor, *word_ids: int) -> Tensor:

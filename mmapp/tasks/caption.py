@@ -52,6 +52,13 @@ class CaptionTask:
         self._collate, self._collate_eval = collate_captions, collate_caption_eval
         self.ood_tensors, self.ood_meta = ood_from_cache(cache, self._items.handles, self._val.handles)
         self.dataset_name = Path(d.train_captions).name
+        self.self_critical = False  # set per epoch by begin_epoch
+        self.reward = _caption_reward(cfg, train_images) if cfg.train.self_critical_after >= 0 else None
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each epoch (0-based): cross-entropy or self-critical."""
+        after = self.cfg.train.self_critical_after
+        self.self_critical = 0 <= after <= epoch
 
     def train_set(self) -> Any:
         return self._train
@@ -60,6 +67,8 @@ class CaptionTask:
         return collate_by_image(groups, self._collate)
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float], int]:
+        if self.self_critical:
+            return self._self_critical_loss(model, batch)
         captions = batch["captions"]  # (B, T + 1): <start> w1 .. wn <end> <pad>..
         logits, alphas = model(batch["visual"], captions[:, :-1], batch["image_index"])  # (B, T, V), (B, T, P)
         loss, stats = caption_loss(logits, alphas, captions[:, 1:], self.vocab.pad_id,
@@ -69,6 +78,17 @@ class CaptionTask:
             loss = loss + self.cfg.train.grounding_weight * ground
             stats.update(ground_stats)
         return loss, stats, captions.shape[0]
+
+    def _self_critical_loss(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float], int]:
+        from mmapp.tasks.self_critical import self_critical_loss
+
+        visual = batch["visual"]  # (I, ...) one row per image
+        # each image's id, from its captions' ids (image_index maps caption -> image row)
+        image_ids = torch.zeros(visual.shape[0], dtype=torch.long).index_copy_(
+            0, batch["image_index"].cpu(), batch["image_ids"].cpu()).tolist()
+        loss, stats = self_critical_loss(model.head, model.features(visual), image_ids, self.reward, self.vocab,
+                                         self.cfg.train.scst_samples, self.cfg.data.max_caption_len)
+        return loss, stats, len(image_ids) * self.cfg.train.scst_samples
 
     @torch.no_grad()
     def decode(self, model: EncodedHead, indices: list[int], beam_size: int) -> dict[int, str]:
@@ -99,3 +119,18 @@ class CaptionTask:
                     "max_caption_len": self.cfg.data.max_caption_len}
         save_model(path, "captioner", model.head, model.encoder, self.vocab, None, training,
                    {**extra_tensors, **self.ood_tensors}, {**extra_meta, **self.ood_meta})
+
+
+def _caption_reward(cfg: RunConfig, train_images: list) -> Any:
+    """The self-critical reward: CIDEr-D against the training references (tokenised as the
+    vocabulary is), minus the hallucination penalty when ``train.scst_hallucination_weight`` > 0."""
+    from mmapp.tasks.self_critical import CaptionReward
+    from mmapp.vocab import tokenize
+
+    references = {im.image_id: [tokenize(c) for c in im.captions] for im in train_images}
+    if cfg.train.scst_hallucination_weight <= 0:
+        return CaptionReward(references)
+    from mmapp.data.shapes_text import load_present_objects, mentioned_objects
+
+    present = load_present_objects(cfg.data.train_instances)
+    return CaptionReward(references, present, mentioned_objects, cfg.train.scst_hallucination_weight)
