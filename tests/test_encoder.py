@@ -59,6 +59,27 @@ def test_joined_grid_is_the_stride16_stage_then_the_upsampled_last_stage() -> No
     assert torch.allclose(maps[:, 112:], upsampled, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("grid, k", [("joined", 4), ("last", 2)])
+def test_pixel_patch_appends_each_cells_pooled_pixels(grid: str, k: int) -> None:
+    torch.manual_seed(0)
+    plain = build_encoder(EncoderConfig(weights="none", input_size=64, grid=grid)).eval()
+    with_pixels = build_encoder(EncoderConfig(weights="none", input_size=64, grid=grid, pixel_patch=k)).eval()
+    with_pixels.load_state_dict(plain.state_dict())
+    assert with_pixels.out_dim == plain.out_dim + 3 * k * k
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        base, grid_out = plain(x), with_pixels(x)  # (2, P, D), (2, P, D + 3 k^2)
+    H, W = plain.grid_size()
+    assert torch.allclose(grid_out[..., : plain.out_dim], base, rtol=1e-4, atol=1e-5)
+    cell = 64 // H  # pixels per cell side
+    for b, row, col in [(0, 0, 0), (1, H - 1, 0), (0, 1, W - 1)]:
+        block = x[b, :, row * cell:(row + 1) * cell, col * cell:(col + 1) * cell]  # (3, cell, cell)
+        expected = block.reshape(3, k, cell // k, k, cell // k).mean(dim=(2, 4)).reshape(-1)  # colour-major
+        assert torch.allclose(grid_out[b, row * W + col, plain.out_dim:], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="pixel_patch"):
+        EncoderConfig(pixel_patch=-1)
+
+
 def _batchnorms(encoder: Encoder) -> list[nn.Module]:
     return [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 

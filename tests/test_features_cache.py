@@ -89,7 +89,8 @@ def test_open_refuses_mismatch(reference):
     for other, field in [(EncoderConfig(weights="none", input_size=96), "input_size"),
                          (EncoderConfig(weights="none", input_size=64, grid="last"), "grid"),
                          (EncoderConfig(weights="none", input_size=64, mean=(0.485, 0.456, 0.406)), "mean"),
-                         (EncoderConfig(weights="package", input_size=64), "weights")]:
+                         (EncoderConfig(weights="package", input_size=64), "weights"),
+                         (EncoderConfig(weights="none", input_size=64, pixel_patch=2), "pixel_patch")]:
         with pytest.raises(DataError, match=rf"{path}: features were computed with encoder\.{field}="):
             FeatureCache.open(path, expect_encoder=other)
     with pytest.raises(DataError, match="encoder weights 'random', but weights 'abc123'"):
@@ -185,3 +186,16 @@ def test_bad_inputs_name_the_file(encoder, tmp_path):
         extract_features([tmp_path / "nope.jpg"], ["x"], encoder, tmp_path / "c2", progress=False)
     with pytest.raises(DataError, match="duplicate image key 'a'"):
         extract_features(PATHS[:2], ["a", "a"], encoder, tmp_path / "c3", progress=False)
+
+
+def test_a_cache_written_before_pixel_patches_existed_reads_as_none(reference, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(reference.path, old)
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["encoder"]["pixel_patch"]
+    (old / "meta.json").write_text(json.dumps(meta))
+    assert FeatureCache.open(old, expect_encoder=CFG).encoder_config.pixel_patch == 0
+    with pytest.raises(DataError, match="encoder.pixel_patch=0"):
+        FeatureCache.open(old, expect_encoder=EncoderConfig(weights="none", input_size=64, pixel_patch=4))

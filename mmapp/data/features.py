@@ -40,7 +40,8 @@ from mmapp.errors import DataError, ImageError
 FEATURES_FILE, INDEX_FILE, META_FILE = "features.npy", "index.json", "meta.json"
 CACHE_FORMAT = 1
 # Encoder fields that change the features (fine_tune_stages only matters for training).
-IDENTITY_FIELDS = ("name", "weights", "input_size", "grid", "mean", "std")
+IDENTITY_FIELDS = ("name", "weights", "input_size", "grid", "mean", "std", "pixel_patch")
+IDENTITY_DEFAULTS = {"pixel_patch": 0}  # fields added later: what caches written before them hold
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -57,7 +58,8 @@ def _read_json(path: Path) -> Any:
 
 
 def _encoder_identity(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: (list(cfg[k]) if isinstance(cfg.get(k), (list, tuple)) else cfg.get(k)) for k in IDENTITY_FIELDS}
+    return {k: (list(cfg[k]) if isinstance(cfg.get(k), (list, tuple)) else cfg.get(k, IDENTITY_DEFAULTS.get(k)))
+            for k in IDENTITY_FIELDS}
 
 
 def shard_rows(num_rows: int, rank: int, world_size: int) -> list[int]:

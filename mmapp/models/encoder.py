@@ -141,7 +141,8 @@ class Encoder(nn.Module):
         if cfg.grid == "joined" and self._mid_index is None:
             raise ValueError(f"encoder {cfg.name} has no stride-16 stage for grid='joined'")
         last_dim = self.backbone.num_features
-        self.out_dim = last_dim + (info[self._mid_index]["num_chs"] if cfg.grid == "joined" else 0)
+        self.out_dim = (last_dim + (info[self._mid_index]["num_chs"] if cfg.grid == "joined" else 0)
+                        + 3 * cfg.pixel_patch ** 2)
         self.folded = False  # BatchNorms folded into the convolutions (inference only): fold_batchnorm()
         self.fine_tune(cfg.fine_tune_stages)
         self.inference_chunk = 4  # images per backbone call at inference on the CPU (see feature_maps)
@@ -226,10 +227,21 @@ class Encoder(nn.Module):
 
     def _maps(self, images: Tensor) -> Tensor:
         if self.cfg.grid == "last":
-            return self.backbone.forward_features(images)  # (B, D, S/32, S/32)
-        last, (mid,) = self.backbone.forward_intermediates(images, indices=[self._mid_index])
-        last = F.interpolate(last, size=mid.shape[-2:], mode="bilinear", align_corners=False)
-        return torch.cat([mid, last], dim=1)  # (B, D_mid + D_last, S/16, S/16)
+            maps = self.backbone.forward_features(images)  # (B, D, S/32, S/32)
+        else:
+            last, (mid,) = self.backbone.forward_intermediates(images, indices=[self._mid_index])
+            last = F.interpolate(last, size=mid.shape[-2:], mode="bilinear", align_corners=False)
+            maps = torch.cat([mid, last], dim=1)  # (B, D_mid + D_last, S/16, S/16)
+        if self.cfg.pixel_patch:
+            maps = torch.cat([maps, self._pixels(images, maps.shape[-2:])], dim=1)
+        return maps
+
+    def _pixels(self, images: Tensor, grid: tuple[int, int]) -> Tensor:
+        """images (B, 3, S, S) -> each cell's k x k average-pooled patch (B, 3 k^2, H, W), channels
+        ordered colour-major (r at the patch's k^2 positions, then g, then b)."""
+        k = self.cfg.pixel_patch
+        pooled = F.adaptive_avg_pool2d(images, (grid[0] * k, grid[1] * k))  # (B, 3, H k, W k)
+        return F.pixel_unshuffle(pooled, k).to(images.dtype)  # (B, 3 k^2, H, W)
 
     def forward(self, images: Tensor) -> Tensor:
         """images (B, 3, S, S) -> grid (B, P, D)."""
