@@ -123,9 +123,11 @@ class _ImageModel:
 
 
 def _same_encoder(encoder: Any, meta: dict) -> bool:
-    from mmapp.config import to_dict
+    from mmapp.config import EncoderConfig, from_dict
 
-    return to_dict(encoder.cfg) == meta["encoder"] and encoder.weights_id() == meta.get("encoder_weights_id")
+    # compared as configs: a checkpoint written before a field existed holds that field's default
+    return (encoder.cfg == from_dict(EncoderConfig, meta["encoder"])
+            and encoder.weights_id() == meta.get("encoder_weights_id"))
 
 
 class Captioner(_ImageModel):

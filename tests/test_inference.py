@@ -136,6 +136,17 @@ def test_an_encoder_can_be_shared_between_models(captioner, captioner_checkpoint
     assert _same_caption(again.caption(image)[0], captioner.caption(image)[0])
 
 
+def test_a_checkpoint_older_than_an_encoder_field_still_shares_the_encoder(captioner, captioner_checkpoint,
+                                                                         tmp_path) -> None:
+    from mmapp.checkpoint import read_checkpoint, save_checkpoint
+
+    tensors, meta = read_checkpoint(captioner_checkpoint)
+    del meta["encoder"]["pixel_patch"]  # written before encoder.pixel_patch existed
+    old = save_checkpoint(tmp_path / "old.safetensors", tensors, meta)
+    again = Captioner.from_checkpoint(old, device="cpu", encoder=captioner.encoder)
+    assert again.encoder is captioner.encoder and again.encoder.cfg.pixel_patch == 0
+
+
 def test_unknown_device_is_an_input_error(captioner_checkpoint) -> None:
     with pytest.raises(InputError, match="unknown device"):
         Captioner.from_checkpoint(captioner_checkpoint, device="floppy")
