@@ -78,13 +78,18 @@ class CaptionDecoderConfig:
     # recurrent decoders: the output layer reads the attended (gated) context beside the hidden state
     # (the paper's deep output, eq. 7), so a word can name what is attended at its own step
     deep_output: bool = False
+    # recurrent decoders: the attention's query reads the word just written beside the hidden state
+    # (as Up-Down's attention LSTM does), so the step after "red" looks for something red; in Show,
+    # Attend and Tell the query is the hidden state alone, which has not seen that word yet
+    word_query: bool = False
 
     def __post_init__(self) -> None:
         if self.num_layers < 1:
             raise ValueError("decoder.num_layers must be >= 1")
-        if self.deep_output and self.cell == "transformer":
-            raise ValueError("decoder.deep_output is for the recurrent decoders (its cross-attention already "
-                             "feeds the Transformer's output)")
+        for name in ("deep_output", "word_query"):
+            if getattr(self, name) and self.cell == "transformer":
+                raise ValueError(f"decoder.{name} is for the recurrent decoders (the Transformer's cross-attention "
+                                 "already reads every word written and feeds its output)")
 
 
 @dataclass(frozen=True)

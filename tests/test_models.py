@@ -80,11 +80,11 @@ def test_decoder_shapes_and_attention_sums(cell: str, layers: int) -> None:
     assert torch.allclose(alpha.sum(-1), torch.ones(B), atol=1e-6)
 
 
-@pytest.mark.parametrize("deep_output", [False, True])
-def test_step_by_step_equals_teacher_forcing(deep_output: bool) -> None:
+@pytest.mark.parametrize("deep_output, word_query", [(False, False), (True, False), (True, True)])
+def test_step_by_step_equals_teacher_forcing(deep_output: bool, word_query: bool) -> None:
     """``step`` (used by decoding) and ``forward`` (used in training) compute the same model."""
     torch.manual_seed(0)
-    decoder = _decoder(num_layers=2, deep_output=deep_output).eval()
+    decoder = _decoder(num_layers=2, deep_output=deep_output, word_query=word_query).eval()
     features, inputs = torch.randn(B, P, D), torch.randint(3, V, (B, T))
     logits, alphas = decoder(features, inputs)
     memory = decoder.prepare(features)
@@ -98,9 +98,12 @@ def test_step_by_step_equals_teacher_forcing(deep_output: bool) -> None:
 @pytest.mark.parametrize("cell, layers, project, deep", [("lstm", 1, 0, False), ("gru", 2, 0, False),
                                                          ("peephole", 1, 0, False), ("rnn", 1, 0, False),
                                                          ("lstm", 2, 6, False), ("lstm", 1, 6, True)])
-def test_gradients_reach_every_decoder_parameter(cell: str, layers: int, project: int, deep: bool) -> None:
+@pytest.mark.parametrize("word_query", [False, True])
+def test_gradients_reach_every_decoder_parameter(cell: str, layers: int, project: int, deep: bool,
+                                                 word_query: bool) -> None:
     torch.manual_seed(0)
-    decoder = _decoder(cell=cell, num_layers=layers, dropout=0.3, project_dim=project, deep_output=deep).train()
+    decoder = _decoder(cell=cell, num_layers=layers, dropout=0.3, project_dim=project, deep_output=deep,
+                       word_query=word_query).train()
     assert decoder.output.in_features == decoder.cfg.hidden_dim + (project if deep else 0)
     inputs = torch.randint(3, V, (B, T))
     targets = torch.cat([inputs[:, 1:], torch.full((B, 1), 2)], dim=1)
@@ -299,3 +302,19 @@ def test_vqa_net_overfits_one_batch() -> None:
     with torch.no_grad():
         logits, _ = net.eval()(features, questions, lengths)
     assert logits.argmax(-1).tolist() == answers.tolist()
+
+
+def test_word_query_makes_the_attention_depend_on_the_word_just_written() -> None:
+    """With ``word_query`` the attention at a step changes with the word read at that step (the
+    same hidden state, another word); in Show, Attend and Tell it cannot."""
+    torch.manual_seed(0)
+    features = torch.randn(B, P, D)
+    for word_query in (False, True):
+        decoder = _decoder(word_query=word_query).eval()
+        memory = decoder.prepare(features)
+        state = decoder.init_state(memory)
+        _, alpha_a, _ = decoder.step(torch.full((B,), 4), state, memory)
+        _, alpha_b, _ = decoder.step(torch.full((B,), 5), state, memory)
+        assert torch.allclose(alpha_a, alpha_b) != word_query
+    with pytest.raises(ValueError, match="word_query"):
+        CaptionDecoderConfig(vocab_size=V, cell="transformer", word_query=True)

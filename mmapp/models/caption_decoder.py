@@ -74,7 +74,7 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         self.project = (nn.Sequential(nn.Linear(cfg.encoder_dim, D), nn.ReLU()) if cfg.project_dim
                         else nn.Identity())
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
-        self.attention = AdditiveAttention(D, S, cfg.attention_dim)
+        self.attention = AdditiveAttention(D, S + (cfg.embed_dim if cfg.word_query else 0), cfg.attention_dim)
         self.init_h = nn.Linear(D, L * S)
         # GRU / plain RNN cells carry c through unchanged: a learned init_c would never get a gradient.
         self.init_c = nn.Linear(D, L * S) if cfg.cell in ("lstm", "peephole") else None
@@ -101,7 +101,8 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         """embedded (B, E) -> what the output layer reads (top hidden (B, S); with ``deep_output``
         [top hidden; gated context] (B, S + D)), alpha (B, P), next state (h, c: (B, L, S))."""
         h, c = state["h"], state["c"]
-        context, alpha = self.attention(memory["features"], memory["keys"], h[:, -1])  # (B, D), (B, P)
+        query = torch.cat([h[:, -1], embedded], dim=-1) if self.cfg.word_query else h[:, -1]  # (B, S [+ E])
+        context, alpha = self.attention(memory["features"], memory["keys"], query)  # (B, D), (B, P)
         context = torch.sigmoid(self.gate(h[:, -1])) * context
         x = torch.cat([embedded, context], dim=-1)  # (B, E + D)
         hs, cs = [], []
