@@ -23,12 +23,7 @@ CPU = torch.device("cpu")
 OFF = Precision(None, False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _decoder(dropout: float = 0.0):
