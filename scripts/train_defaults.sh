@@ -14,9 +14,11 @@ start=$(date +%s)
 $PY -m mmapp data shapes --out "$DATA" --train "$TRAIN" --val "$VAL" --test 0 --seed "$SEED"
 $PY -m mmapp data shapes --out "$TEST_DATA" --train 0 --val 0 --test "$TEST" --seed "$TEST_SEED"
 # Two 14x14 grids (docs/grids.md): the captioner reads the joined stride-16 + last stage at 224 input,
-# the VQA model the last stage at 448 input (its attention grounds far better there).
-$PY -m mmapp features --images "$DATA/images" --out "$DATA/features"
-$PY -m mmapp features --images "$DATA/images" --out "$DATA/features448" encoder.input_size=448 encoder.grid=last
+# the VQA model the last stage at 448 input (its attention grounds far better there). Both get each
+# cell's 4x4 pixels too (encoder.pixel_patch): ImageNet features lose colour (docs/training.md).
+$PY -m mmapp features --images "$DATA/images" --out "$DATA/features" encoder.pixel_patch=4
+$PY -m mmapp features --images "$DATA/images" --out "$DATA/features448" encoder.input_size=448 encoder.grid=last \
+  encoder.pixel_patch=4
 
 ann="$DATA/annotations"
 # The two trainings run side by side, one thread each (how the committed checkpoints were trained).
