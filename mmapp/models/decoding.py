@@ -104,13 +104,16 @@ def sample(decoder: CaptionDecoder, features: Tensor, num_samples: int, max_len:
     tokens = torch.full((rows,), start_id, dtype=torch.long, device=features.device)
     finished = torch.zeros(rows, dtype=torch.bool, device=features.device)
     words, logps, masks = [], [], []
+    never = last = None  # (V,) words a step may not draw: <start>/<pad>; at the last step all but <end>
     for t in range(max_len + 1):
         logits, _, state = decoder.step(tokens, state, memory)  # (R, V)
-        banned = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-        banned[[start_id, pad_id]] = True
-        if t == max_len:  # the last step must close the caption
-            banned = torch.ones_like(banned)
-            banned[end_id] = False
+        if never is None:
+            never = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+            never[[start_id, pad_id]] = True
+            last = torch.ones_like(never)
+            last[end_id] = False
+        banned = last if t == max_len else never  # the last step must close the caption
+        # masked, not _never/_only's in-place writes: log_softmax's backward needs its output intact
         logp = logits.float().masked_fill(banned, float("-inf")).log_softmax(dim=-1)  # (R, V)
         word = torch.multinomial(logp.detach().exp(), 1, generator=generator).squeeze(1)  # (R,)
         word = word.masked_fill(finished, pad_id)

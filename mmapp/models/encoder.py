@@ -233,7 +233,7 @@ class Encoder(nn.Module):
             last = F.interpolate(last, size=mid.shape[-2:], mode="bilinear", align_corners=False)
             maps = torch.cat([mid, last], dim=1)  # (B, D_mid + D_last, S/16, S/16)
         if self.cfg.pixel_patch:
-            maps = torch.cat([maps, self._pixels(images, maps.shape[-2:])], dim=1)
+            maps = torch.cat([maps, self._pixels(images, maps.shape[-2:]).to(maps.dtype)], dim=1)
         return maps
 
     def _pixels(self, images: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -241,7 +241,7 @@ class Encoder(nn.Module):
         ordered colour-major (r at the patch's k^2 positions, then g, then b)."""
         k = self.cfg.pixel_patch
         pooled = F.adaptive_avg_pool2d(images, (grid[0] * k, grid[1] * k))  # (B, 3, H k, W k)
-        return F.pixel_unshuffle(pooled, k).to(images.dtype)  # (B, 3 k^2, H, W)
+        return F.pixel_unshuffle(pooled, k)  # (B, 3 k^2, H, W)
 
     def forward(self, images: Tensor) -> Tensor:
         """images (B, 3, S, S) -> grid (B, P, D)."""

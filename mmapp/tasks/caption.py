@@ -53,7 +53,8 @@ class CaptionTask:
         self.ood_tensors, self.ood_meta = ood_from_cache(cache, self._items.handles, self._val.handles)
         self.dataset_name = Path(d.train_captions).name
         self.self_critical = False  # set per epoch by begin_epoch
-        self.reward = _caption_reward(cfg, train_images) if cfg.train.self_critical_after >= 0 else None
+        after = cfg.train.self_critical_after
+        self.reward = _caption_reward(cfg, train_images) if 0 <= after < cfg.train.epochs else None
 
     def begin_epoch(self, epoch: int) -> None:
         """Called by the trainer before each epoch (0-based): cross-entropy or self-critical."""
