@@ -59,7 +59,7 @@ def caption_figures(captioner: Captioner, features: torch.Tensor, data: dict[str
     ``data`` holds ``images`` (id -> COCO image record), ``objects`` (id -> objects with shape, color,
     size, bbox) and ``refs`` (id -> reference captions), as ``_load_split`` returns.
     """
-    from mmapp.data.shapes_text import mentioned_objects, object_mentions
+    from mmapp.data.shapes.text import mentioned_objects, object_mentions
     from mmapp.metrics.caption_metrics import score_captions
     from mmapp.metrics.hallucination import chair
 

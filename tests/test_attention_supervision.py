@@ -16,7 +16,7 @@ from mmapp.cli import main
 from mmapp.data.caption_regions import CaptionRegions
 from mmapp.data.coco_captions import CaptionDataset, CaptionImage
 from mmapp.data.collate import collate_captions
-from mmapp.data.shapes_text import object_mentions
+from mmapp.data.shapes.text import object_mentions
 from mmapp.data.vqa_regions import glimpse_regions
 from mmapp.data.vqa_v2 import VQAQuestion, load_vqa
 from mmapp.errors import DataError

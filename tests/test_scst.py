@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmapp.config import CaptionDecoderConfig
-from mmapp.data.shapes_text import mentioned_objects
+from mmapp.data.shapes.text import mentioned_objects
 from mmapp.metrics.cider_reward import CiderD
 from mmapp.models.caption_decoder import RecurrentAttentionDecoder
 from mmapp.models.decoding import sample

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from mmapp.data.shapes import (COLOR_RGB, COLORS, MAX_BOX_OVERLAP, RADIUS_RANGE, SHAPES, SIZES,
+from mmapp.data.shapes.scene import (COLOR_RGB, COLORS, MAX_BOX_OVERLAP, RADIUS_RANGE, SHAPES, SIZES,
                                _box_overlap, present_objects, render_scene, sample_scene)
 
 

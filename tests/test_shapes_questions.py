@@ -8,10 +8,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from mmapp.data.shapes import COLORS, SHAPES, SIZES, Scene, sample_scene
-from mmapp.data.shapes_questions import (ANSWER_TYPES, QUESTION_TYPES, AnswerBalancer, candidates,
+from mmapp.data.shapes.scene import COLORS, SHAPES, SIZES, Scene, sample_scene
+from mmapp.data.shapes.questions import (ANSWER_TYPES, QUESTION_TYPES, AnswerBalancer, candidates,
                                          one_per_answer)
-from mmapp.data.shapes_text import relation_margin
+from mmapp.data.shapes.text import relation_margin
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from mmapp.data.shapes import COLORS, SHAPES, SIZES, Scene, present_objects, sample_scene
-from mmapp.data.shapes_text import (CAPTIONS_PER_IMAGE, MAX_CAPTION_WORDS, NUMBER_WORDS,
+from mmapp.data.shapes.scene import COLORS, SHAPES, SIZES, Scene, present_objects, sample_scene
+from mmapp.data.shapes.text import (CAPTIONS_PER_IMAGE, MAX_CAPTION_WORDS, NUMBER_WORDS,
                                     canonical_caption, captions, mentioned_objects,
                                     relation_holds)
 

@@ -57,7 +57,7 @@ def make_tiny_checkpoints(folder: str | Path, captioner_ood_threshold: float | N
 
 def write_scene(path: str | Path, seed: int = 0, size: int = 224) -> Path:
     """Render one procedural shapes scene to ``path`` (PNG)."""
-    from mmapp.data.shapes import render_scene, sample_scene
+    from mmapp.data.shapes.scene import render_scene, sample_scene
 
     path = Path(path)
     render_scene(sample_scene(np.random.default_rng(seed), size)).save(path)

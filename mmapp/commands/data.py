@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmapp.data.shapes_writer import generate
+    from mmapp.data.shapes.writer import generate
     from mmapp.errors import InputError
 
     if args.workers < 1:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mmapp.data.shapes import COLORS, SHAPES, SIZES, Scene
-from mmapp.data.shapes_text import relation_holds
+from mmapp.data.shapes.scene import COLORS, SHAPES, SIZES, Scene
+from mmapp.data.shapes.text import relation_holds
 
 QUESTION_TYPES: tuple[str, ...] = ("color", "shape", "count", "exists", "position", "size")
 ANSWER_TYPES: dict[str, str] = {"color": "other", "shape": "other", "size": "other",

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mmapp.data.shapes import SHAPES, Scene, render_scene, sample_scene
-from mmapp.data.shapes_questions import ANSWER_TYPES, AnswerBalancer, Candidate, candidates, one_per_answer
-from mmapp.data.shapes_text import captions
+from mmapp.data.shapes.scene import SHAPES, Scene, render_scene, sample_scene
+from mmapp.data.shapes.questions import ANSWER_TYPES, AnswerBalancer, Candidate, candidates, one_per_answer
+from mmapp.data.shapes.text import captions
 from mmapp.errors import InputError
 from mmapp.vocab import tokenize
 

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mmapp.data.shapes import COLORS, SHAPES, SIZES, Scene
+from mmapp.data.shapes.scene import COLORS, SHAPES, SIZES, Scene
 from mmapp.errors import DataError
 
 NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six")
