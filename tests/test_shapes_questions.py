@@ -8,16 +8,16 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from mmapp.data.question_balance import one_per_answer
+from mmapp.data.shapes.questions import ANSWER_TYPES, QUESTION_TYPES, answer_balancer, candidates
 from mmapp.data.shapes.scene import COLORS, SHAPES, SIZES, Scene, sample_scene
-from mmapp.data.shapes.questions import (ANSWER_TYPES, QUESTION_TYPES, AnswerBalancer, candidates,
-                                         one_per_answer)
 from mmapp.data.shapes.text import relation_margin
 
 
 @pytest.fixture(scope="module")
 def asked():
     """(scene, chosen candidates) for 400 scenes, picked by one balancer as the writer does."""
-    balancer, out = AnswerBalancer(), []
+    balancer, out = answer_balancer(), []
     for k in range(400):
         rng = np.random.default_rng([5, k])
         scene = sample_scene(rng)

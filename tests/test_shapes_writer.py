@@ -16,7 +16,8 @@ from mmapp.cli import main
 from mmapp.data.shapes.scene import SHAPES
 from mmapp.data.shapes.questions import ANSWER_TYPES, QUESTION_TYPES
 from mmapp.data.shapes.text import load_present_objects, mentioned_objects
-from mmapp.data.shapes.writer import SPLITS, caption_tokens, generate
+from mmapp.data.scene_writer import SPLITS, caption_tokens
+from mmapp.data.shapes.writer import generate
 from mmapp.vocab import tokenize
 
 COUNTS = {"train": 10, "val": 4, "test": 4}

@@ -16,10 +16,9 @@ the answer that is furthest below its target share, so answer distributions stay
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
+from mmapp.data.question_balance import AnswerBalancer, Candidate
 from mmapp.data.shapes.scene import COLORS, SHAPES, SIZES, Scene
 from mmapp.data.shapes.text import relation_holds
 
@@ -35,18 +34,6 @@ TARGETS: dict[str, dict[str, float]] = {
     "position": {"yes": 1.0, "no": 1.0},
 }
 NEAR_MISS_SHARE = 0.75  # of "no" exists questions: a present colour or shape, wrong pairing
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One valid question; ``objects`` are indices into ``scene.objects`` it refers to;
-    ``tag`` sub-kind ("near"/"far" for a "no" exists question, else "")."""
-
-    qtype: str
-    question: str
-    answer: str
-    objects: tuple[int, ...]
-    tag: str = ""
 
 
 class _Lookup:
@@ -160,51 +147,6 @@ def candidates(scene: Scene, rng: np.random.Generator) -> dict[str, list[Candida
     return out
 
 
-def one_per_answer(found: dict[str, list[Candidate]], rng: np.random.Generator) -> dict[str, list[Candidate]]:
-    """Keep one random candidate per (type, answer, tag): what the balancer needs, and small
-    to send between processes. Choosing within an answer does not depend on the balancer."""
-    out: dict[str, list[Candidate]] = {}
-    for qtype, options in found.items():
-        groups: dict[tuple[str, str], list[Candidate]] = {}
-        for c in options:
-            groups.setdefault((c.answer, c.tag), []).append(c)
-        out[qtype] = [g[int(rng.integers(len(g)))] for _, g in sorted(groups.items())]
-    return out
-
-
-@dataclass
-class AnswerBalancer:
-    """Running answer counts per type; ``pick`` chooses the available answer that is furthest
-    below its target share (ties at random), then a question with that answer at random."""
-
-    counts: dict[str, dict[str, int]] = field(
-        default_factory=lambda: {t: {a: 0 for a in TARGETS[t]} for t in QUESTION_TYPES})
-    near_far: dict[str, int] = field(default_factory=lambda: {"near": 0, "far": 0})
-
-    def _least(self, table: dict[str, int], targets: dict[str, float], available: set[str],
-               rng: np.random.Generator) -> str:
-        total = sum(targets.values())
-        n = sum(table.values()) + 1
-        scores = {a: table[a] / n - targets[a] / total for a in sorted(available)}
-        best = min(scores.values())
-        tied = [a for a, s in scores.items() if s <= best + 1e-12]
-        return tied[int(rng.integers(len(tied)))]
-
-    def pick(self, qtype: str, options: list[Candidate], rng: np.random.Generator) -> Candidate:
-        """One of ``options`` (all of type ``qtype``, non-empty); updates the counts."""
-        answers = {c.answer for c in options}
-        answer = self._least(self.counts[qtype], TARGETS[qtype], answers, rng)
-        chosen = [c for c in options if c.answer == answer]
-        if qtype == "exists" and answer == "no":
-            tags = {c.tag for c in chosen}
-            tag = self._least(self.near_far, {"near": NEAR_MISS_SHARE, "far": 1 - NEAR_MISS_SHARE},
-                              tags, rng)
-            self.near_far[tag] += 1
-            chosen = [c for c in chosen if c.tag == tag]
-        self.counts[qtype][answer] += 1
-        return chosen[int(rng.integers(len(chosen)))]
-
-    def pick_all(self, found: dict[str, list[Candidate]], rng: np.random.Generator) -> list[Candidate]:
-        """One question per type that has candidates, in QUESTION_TYPES order."""
-        return [self.pick(t, found[t], rng) for t in QUESTION_TYPES if found.get(t)]
-
+def answer_balancer() -> AnswerBalancer:
+    """A balancer with the shapes targets, asking the types in QUESTION_TYPES order."""
+    return AnswerBalancer(TARGETS, QUESTION_TYPES, NEAR_MISS_SHARE)
