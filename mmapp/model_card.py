@@ -23,19 +23,16 @@ OOD_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
 def _load_split(data_dir: Path, split: str) -> dict[str, Any]:
+    from mmapp.data.mentions import load_scene_objects
+
     ann = data_dir / "annotations"
     captions = json.loads((ann / f"captions_{split}.json").read_text())
-    instances = json.loads((ann / f"instances_{split}.json").read_text())
-    shapes = {c["id"]: c["name"] for c in instances["categories"]}
-    objects: dict[int, list[dict]] = defaultdict(list)
-    for a in instances["annotations"]:
-        objects[a["image_id"]].append({"id": a["id"], "shape": shapes[a["category_id"]], "color": a["color"],
-                                       "size": a["size"], "bbox": a["bbox"]})
+    lexicon, objects, _ = load_scene_objects(ann / f"instances_{split}.json")
     refs: dict[int, list[str]] = defaultdict(list)
     for a in captions["annotations"]:
         refs[a["image_id"]].append(a["caption"])
     images = {im["id"]: im for im in captions["images"]}
-    return {"images": images, "objects": objects, "refs": refs,
+    return {"images": images, "objects": objects, "lexicon": lexicon, "refs": refs,
             "questions": json.loads((ann / f"questions_{split}.json").read_text()),
             "annotations": json.loads((ann / f"annotations_{split}.json").read_text()),
             "image_root": data_dir / "images" / split}
@@ -56,10 +53,11 @@ def caption_figures(captioner: Captioner, features: torch.Tensor, data: dict[str
     """Decode ``features`` (N, P, D) of images ``ids`` and score the captions: COCO metrics, CHAIR,
     and the pointing game of each word that names an object present in the scene.
 
-    ``data`` holds ``images`` (id -> COCO image record), ``objects`` (id -> objects with shape, color,
-    size, bbox) and ``refs`` (id -> reference captions), as ``_load_split`` returns.
+    ``data`` holds ``images`` (id -> COCO image record), ``objects`` (id -> ``SceneObject`` list),
+    ``lexicon`` (the words that name them) and ``refs`` (id -> reference captions), as
+    ``_load_split`` returns.
     """
-    from mmapp.data.shapes.text import mentioned_objects, object_mentions
+    from mmapp.data.mentions import present_keys
     from mmapp.metrics.caption_metrics import score_captions
     from mmapp.metrics.hallucination import chair
 
@@ -73,17 +71,18 @@ def caption_figures(captioner: Captioner, features: torch.Tensor, data: dict[str
             captions[image_id] = " ".join(words)
             att = decoded.attention[k, : len(words)].float().cpu().numpy().reshape(len(words), H, W)
             im = data["images"][image_id]
-            for _, t, colour, shape, size in object_mentions(words):
-                boxes = [o["bbox"] for o in data["objects"][image_id] if o["shape"] == shape
-                         and (colour is None or o["color"] == colour) and (size is None or o["size"] == size)]
+            for m in data["lexicon"].mentions(words):
+                if m.category is None:
+                    continue  # the pointing game scores nouns of a category ("circle", "cat")
+                boxes = [list(o.bbox) for o in data["objects"][image_id] if m.matches(o)]
                 if boxes:  # hallucinated mentions are counted by CHAIR, not here
-                    scores = [score_grounding(att[t], (im["width"], im["height"]), b) for b in boxes]
+                    scores = [score_grounding(att[m.last], (im["width"], im["height"]), b) for b in boxes]
                     grounding.append(max(scores, key=lambda g: (g.hit, g.mass)))
-                    groups.append(shape)
-    present = {i: [(o["color"], o["shape"]) for o in data["objects"][i]] for i in ids}
+                    groups.append(m.category)
+    present = present_keys({i: data["objects"][i] for i in ids})
     return {"captions": captions, "grounding": grounding, "groups": groups,
             "scores": score_captions({i: data["refs"][i] for i in ids}, captions, with_meteor=with_meteor),
-            "hallucination": chair(captions, present, mentioned_objects)}
+            "hallucination": chair(captions, present, data["lexicon"].chair_keys)}
 
 
 def evaluate(captioner: Captioner, vqa: VQAModel, data_dir: str | Path, split: str = "test",
@@ -118,9 +117,9 @@ def evaluate(captioner: Captioner, vqa: VQAModel, data_dir: str | Path, split: s
             results.append({"question_id": q["question_id"], "answer": vqa.answer_vocab.answers[p]})
             ann = anns[q["question_id"]]
             if len(ann.get("object_ids", [])) == 1:
-                obj = next(o for o in data["objects"][q["image_id"]] if o["id"] == ann["object_ids"][0])
+                obj = next(o for o in data["objects"][q["image_id"]] if o.id == ann["object_ids"][0])
                 im = data["images"][q["image_id"]]
-                q_scores.append(score_grounding(amap, (im["width"], im["height"]), obj["bbox"]))
+                q_scores.append(score_grounding(amap, (im["width"], im["height"]), list(obj.bbox)))
                 q_groups.append(ann["question_type"])
     sub_questions = dict(data["questions"], questions=questions)
     sub_annotations = dict(data["annotations"], annotations=[anns[q["question_id"]] for q in questions])

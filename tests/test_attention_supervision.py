@@ -65,6 +65,7 @@ def _instances(tmp_path: Path) -> Path:
 def _shape_instances(tmp_path: Path) -> Path:
     data = {"images": [{"id": 1, "width": 100, "height": 100}],
             "categories": [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}],
+            "attributes": {"color": ["red", "green", "blue"], "size": ["small", "large"]},
             "annotations": [
                 {"id": 10, "image_id": 1, "category_id": 1, "color": "red", "size": "small", "bbox": [0, 0, 50, 50]},
                 {"id": 11, "image_id": 1, "category_id": 2, "color": "blue", "size": "large", "bbox": [50, 50, 50, 50]},

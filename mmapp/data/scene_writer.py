@@ -93,6 +93,7 @@ class DatasetSpec:
     balancer: Callable[[], AnswerBalancer]
     init_worker: Callable[..., None] | None = None
     init_args: tuple = ()
+    attributes: Mapping[str, Sequence[str]] | None = None  # attribute -> values, into the instances file
 
 
 def image_id(spec: DatasetSpec, split: str, index: int) -> int:
@@ -175,9 +176,11 @@ class SplitRecords:
         plain_images = [{k: v for k, v in im.items() if k in image_keys} for im in self.images]
         _dump({"info": info, "licenses": licenses, "images": plain_images,
                "annotations": self.captions}, ann_dir / f"captions_{self.split}.json")
-        _dump({"info": info, "licenses": licenses, "images": self.images,
-               "annotations": self.instances, "categories": list(spec.categories)},
-              ann_dir / f"instances_{self.split}.json")
+        instances = {"info": info, "licenses": licenses, "images": self.images,
+                     "annotations": self.instances, "categories": list(spec.categories)}
+        if spec.attributes:
+            instances["attributes"] = {k: list(v) for k, v in spec.attributes.items()}
+        _dump(instances, ann_dir / f"instances_{self.split}.json")
         license_ = {"name": licenses[0]["name"], "url": licenses[0]["url"]}
         _dump({"info": info, "task_type": "Open-Ended", "data_type": spec.name,
                "data_subtype": self.split, "license": license_, "questions": self.questions},

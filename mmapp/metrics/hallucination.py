@@ -22,17 +22,9 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 from mmapp.errors import DataError
 from mmapp.vocab import tokenize
+from mmapp.words import plural
 
 Category = Hashable
-
-
-def plural(word: str) -> str:
-    """Regular English plural: box -> boxes, pony -> ponies, circle -> circles."""
-    if word.endswith(("s", "x", "z", "ch", "sh")):
-        return word + "es"
-    if len(word) > 1 and word.endswith("y") and word[-2] not in "aeiou":
-        return word[:-1] + "ies"
-    return word + "s"
 
 
 @dataclass(frozen=True)

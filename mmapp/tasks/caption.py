@@ -131,7 +131,7 @@ def _caption_reward(cfg: RunConfig, train_images: list) -> Any:
     references = {im.image_id: [tokenize(c) for c in im.captions] for im in train_images}
     if cfg.train.scst_hallucination_weight <= 0:
         return CaptionReward(references)
-    from mmapp.data.shapes.text import load_present_objects, mentioned_objects
+    from mmapp.data.mentions import load_scene_objects, present_keys
 
-    present = load_present_objects(cfg.data.train_instances)
-    return CaptionReward(references, present, mentioned_objects, cfg.train.scst_hallucination_weight)
+    lexicon, objects, _ = load_scene_objects(cfg.data.train_instances)
+    return CaptionReward(references, present_keys(objects), lexicon.chair_keys, cfg.train.scst_hallucination_weight)

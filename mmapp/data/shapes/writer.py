@@ -2,7 +2,8 @@
 ``make_image``; ids from 1,000,000 (train), 2,000,000 (val), 3,000,000 (test).
 
 Besides the COCO fields, each instance records the object's ``color``, ``size`` and ``center``
-and its outline polygon as ``segmentation``; each image its ``background`` kind.
+and its outline polygon as ``segmentation``; each image its ``background`` kind; the instances
+file lists the attribute values (``attributes``: colours and sizes), the words that describe them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from mmapp.data.question_balance import one_per_answer
 from mmapp.data.scene_writer import (DatasetSpec, ImageTask, MadeImage, caption_tokens, category_table,
                                      check_counts, image_rng, save_image, write_dataset)
 from mmapp.data.shapes.questions import ANSWER_TYPES, answer_balancer, candidates
-from mmapp.data.shapes.scene import SHAPES, render_scene, sample_scene
+from mmapp.data.shapes.scene import COLORS, SHAPES, SIZES, render_scene, sample_scene
 from mmapp.data.shapes.text import captions
 
 ID_OFFSET: dict[str, int] = {"train": 1_000_000, "val": 2_000_000, "test": 3_000_000}
@@ -35,7 +36,7 @@ def make_image(task: ImageTask) -> MadeImage:
 
 SPEC = DatasetSpec(name="shapes", description="mmapp procedural shapes (synthetic)", licenses=LICENSES,
                    categories=category_table(SHAPES, "shape"), answer_types=ANSWER_TYPES, id_offset=ID_OFFSET,
-                   make=make_image, balancer=answer_balancer)
+                   make=make_image, balancer=answer_balancer, attributes={"color": COLORS, "size": SIZES})
 
 
 def generate(out_dir: str | Path, counts: dict[str, int], seed: int, size: int = 224,
