@@ -1,14 +1,7 @@
-"""English words the generators, the caption parser and the metrics share: plurals and kind phrases."""
+"""English words the generators, the caption parser and the metrics share."""
 
 from __future__ import annotations
 
-# Supercategories ("kinds") that are mass nouns: (singular, plural) count phrases for them.
-MASS_KINDS: dict[str, tuple[str, str]] = {
-    "clothing": ("piece of clothing", "pieces of clothing"),
-    "furniture": ("piece of furniture", "pieces of furniture"),
-    "food": ("kind of food", "kinds of food"),
-    "sport": ("piece of sports equipment", "pieces of sports equipment"),
-}
 _IRREGULAR = {"fish": "fish", "person": "people", "sheep": "sheep", "mouse": "mice", "deer": "deer"}
 
 
@@ -25,13 +18,3 @@ def plural(word: str) -> str:
     else:
         out = last + "s"
     return f"{head} {out}" if head else out
-
-
-def kind_word(kind: str) -> str:
-    """"animal"; "piece of clothing"."""
-    return MASS_KINDS.get(kind, (kind, ""))[0]
-
-
-def kind_plural(kind: str) -> str:
-    """"animals"; "pieces of clothing"."""
-    return MASS_KINDS[kind][1] if kind in MASS_KINDS else plural(kind)

@@ -48,6 +48,12 @@ def test_object_captions_name_categories_kinds_and_plurals():
     assert LEX.mentions(tokenize("a bear")) == []  # "bear" alone is not a class here
 
 
+def test_a_colour_that_is_also_a_noun_is_an_adjective_before_a_noun():
+    lex = Lexicon([("circle", None, "shape"), ("orange", None, "fruit")], {"color": ["orange", "red"]})
+    assert [m.key for m in lex.mentions(tokenize("an orange circle and an orange"))] == [
+        ("orange", "circle", None), (None, "orange", None)]
+
+
 def test_chair_on_objects_counts_a_wrong_noun_and_accepts_its_kind():
     cat = SceneObject(1, "cat", "animal", (), (0, 0, 10, 10))
     present = present_keys({1: [cat]})

@@ -2,8 +2,7 @@
 
 The lexicon comes from the instances file: each category's name and plural (the extension field
 ``plural``, else the regular plural) name its objects ("circle", "polar bears"); each
-supercategory names every object of its kind ("animal", "two fruits"; a mass-noun kind by its
-count phrase, "a piece of clothing"); the values of the objects' attribute fields (the shapes
+supercategory names every object of its kind ("animal", "two fruits", "a sea animal"); the values of the objects' attribute fields (the shapes
 data's ``color`` and ``size``) are adjectives ("small red circle"). Generic nouns ("object",
 "thing", "shape", "one") name objects only with an attribute ("two red objects").
 
@@ -21,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from mmapp.data.coco_captions import field, read_json, top_list
 from mmapp.vocab import tokenize
-from mmapp.words import kind_plural, kind_word, plural
+from mmapp.words import plural
 
 ATTRIBUTES: tuple[str, ...] = ("color", "size")
 GENERIC_NOUNS: tuple[str, ...] = ("object", "shape", "thing", "one")
@@ -88,8 +87,8 @@ class Lexicon:
             self.nouns[tuple((plural_form or plural(name)).split())] = (name, None, True)
             kinds.add(supercategory)
         for kind in sorted(kinds - set(GENERIC_NOUNS) - {""}):
-            self.nouns.setdefault(tuple(kind_word(kind).split()), (None, kind, False))
-            self.nouns.setdefault(tuple(kind_plural(kind).split()), (None, kind, True))
+            self.nouns.setdefault(tuple(kind.split()), (None, kind, False))
+            self.nouns.setdefault(tuple(plural(kind).split()), (None, kind, True))
         for word in GENERIC_NOUNS:
             self.nouns.setdefault((word,), (None, None, False))
             self.nouns.setdefault((plural(word),), (None, None, True))
@@ -109,8 +108,9 @@ class Lexicon:
         out, i = [], 0
         while i < len(tokens):
             hit = self._noun_at(tokens, i)
-            if hit is None:
-                i += 1
+            if hit is None or (tokens[i] in self.attributes and i + 1 < len(tokens)
+                               and (tokens[i + 1] in self.attributes or self._noun_at(tokens, i + 1))):
+                i += 1  # no noun here, or a colour word that is also a noun ("orange") used as one
                 continue
             n, (category, kind, is_plural) = hit
             attributes: dict[str, str] = {}

@@ -1,14 +1,14 @@
 """The words an object scene's captions and questions use: nouns, plurals and kinds.
 
 A kind is a noun's supercategory ("animal", "fruit", "vehicle"): "what animal is this?", "two
-animals and a fruit". A mass noun among them is said as a count phrase ("a piece of clothing": ``mmapp.words``).
+animals and a fruit".
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
-from mmapp.words import kind_plural, kind_word
+from mmapp.words import plural
 
 
 class ObjectWords:
@@ -21,5 +21,5 @@ class ObjectWords:
         self.nouns_by_kind: dict[str, list[str]] = {}
         for n in self.nouns:
             self.nouns_by_kind.setdefault(kinds[n], []).append(n)
-        self.kind_words = {k: kind_word(k) for k in self.nouns_by_kind}
-        self.kind_plurals = {k: kind_plural(k) for k in self.nouns_by_kind}
+        self.kind_words = {k: k for k in self.nouns_by_kind}
+        self.kind_plurals = {k: plural(k) for k in self.nouns_by_kind}

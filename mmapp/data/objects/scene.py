@@ -7,7 +7,8 @@ crop of a texture photo (scikit-image's grass, gravel, brick). One-object scenes
 (like a photo of one thing), crowded ones smaller.
 
 Sampling (``sample_scene``) draws the class first, uniformly over the pool's classes, then one of
-its source images, so every class is seen about equally often however many pictures it has.
+its source images (photographs twice as often as renders), so every class is seen about equally
+often however many pictures it has.
 Rendering (``render_scene``) is a pure function of the scene and the pool.
 """
 
@@ -28,15 +29,20 @@ BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "noise", "texture")
 TEXTURES: tuple[str, ...] = ("grass", "gravel", "brick")
 
 
+PHOTO_WEIGHT = 2.0  # a class's photographs are drawn this many times as often as its renders
+
+
 @dataclass(frozen=True)
 class CutOut:
-    """One source image: ``image`` RGBA cropped to its opaque pixels; ``key`` names its file."""
+    """One source image: ``image`` RGBA cropped to its opaque pixels; ``key`` names its file;
+    ``photo``: a photograph (not a 3D render)."""
 
     key: str
     noun: str
     plural: str
     supercategory: str
     image: Image.Image
+    photo: bool = True
 
 
 class CutOutPool:
@@ -52,11 +58,12 @@ class CutOutPool:
         self.nouns = sorted(by_noun)
         self.by_noun = {n: sorted(by_noun[n], key=lambda i: self.cutouts[i].key) for n in self.nouns}
 
-    def draw(self, rng: np.random.Generator, exclude: set[str] = frozenset()) -> int:
-        """A cut-out index: a class uniformly among those not in ``exclude``, then one of its images."""
-        nouns = [n for n in self.nouns if n not in exclude] or self.nouns
-        members = self.by_noun[nouns[int(rng.integers(len(nouns)))]]
-        return members[int(rng.integers(len(members)))]
+    def draw(self, rng: np.random.Generator) -> int:
+        """A cut-out index: a class uniformly, then one of its images (photographs PHOTO_WEIGHT x
+        as often as renders)."""
+        members = self.by_noun[self.nouns[int(rng.integers(len(self.nouns)))]]
+        weights = np.array([PHOTO_WEIGHT if self.cutouts[i].photo else 1.0 for i in members])
+        return members[int(rng.choice(len(members), p=weights / weights.sum()))]
 
 
 @dataclass(frozen=True)

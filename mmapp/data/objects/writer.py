@@ -42,17 +42,26 @@ _DRAWING: dict[str, Any] = {}
 
 
 def split_sources(entries: Sequence[VocabEntry]) -> dict[str, str]:
-    """key -> "train" or "held_out". Per class, source images ordered by a hash of their key;
-    the first max(1, round(25 %)) of a class with >= 2 images are held out."""
+    """"source:key" -> "train" or "held_out". A class with n >= 2 source images holds out
+    max(1, round(n / 4)) of them, taken where a picture of the same source stays in training
+    (a held-out photograph keeps another photograph in training), else an emoji render, so the
+    class's photographs are trained on. Within a source, images go by a hash of their key."""
     by_noun: dict[str, list[VocabEntry]] = {}
     for e in entries:
         by_noun.setdefault(e.noun, []).append(e)
-    out = {}
+    out = {f"{e.source}:{e.key}": "train" for e in entries}
     for members in by_noun.values():
-        ordered = sorted(members, key=lambda e: hashlib.sha1(f"{e.source}:{e.key}".encode()).hexdigest())
-        held = max(1, round(HELD_OUT_SHARE * len(ordered))) if len(ordered) >= 2 else 0
-        for i, e in enumerate(ordered):
-            out[f"{e.source}:{e.key}"] = "held_out" if i < held else "train"
+        if len(members) < 2:
+            continue
+        by_source: dict[str, list[VocabEntry]] = {}
+        for e in sorted(members, key=lambda e: hashlib.sha1(f"{e.source}:{e.key}".encode()).hexdigest()):
+            by_source.setdefault(e.source, []).append(e)
+        for _ in range(max(1, round(HELD_OUT_SHARE * len(members)))):
+            spare = [s for s in sorted(by_source) if len(by_source[s]) >= 2]
+            source = spare[0] if spare else ("emoji" if "emoji" in by_source else sorted(by_source)[0])
+            out[f"{source}:{by_source[source].pop(0).key}"] = "held_out"
+            if not by_source[source]:
+                del by_source[source]
     return out
 
 
@@ -75,7 +84,7 @@ def _init_worker(vocabulary: str | None, tuxpaint: str | None, emoji: str | None
     pools: dict[str, list[CutOut]] = {"train": [], "held_out": []}
     for e, image in loaded:
         pools[assignment[f"{e.source}:{e.key}"]].append(CutOut(f"{e.source}:{e.key}", e.noun, e.plural,
-                                                               e.supercategory, image))
+                                                               e.supercategory, image, e.source == "tuxpaint"))
     qv = object_words(entries)
     _DRAWING.update(pools={k: CutOutPool(v) for k, v in pools.items() if v}, textures=load_textures(), vocab=qv,
                     category_ids={c["name"]: c["id"] for c in categories(entries)})
