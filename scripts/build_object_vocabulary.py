@@ -69,7 +69,7 @@ CLASSES: dict[str, str] = {
         daffodil, hibiscus, iris, marigold""",
     "person": """person""",
     "vehicle": """airplane, ambulance, bicycle, boat, bus, cable car, camper, car, dump truck,
-        fire truck, garbage truck, helicopter, hot air balloon, motorcycle, police car,
+        fire truck, garbage truck, helicopter, hot-air balloon, motorcycle, police car,
         race car, rickshaw, rocket, satellite, scooter, ship, taxi, tractor, train, tram,
         tricycle, truck, van, wheelchair""",
     "building": """castle, church, factory, fountain, hospital, house, hut, mosque, office building,
@@ -99,7 +99,7 @@ CLASSES: dict[str, str] = {
         satellite dish, television, video camera""",
     "sports item": """badminton racket, baseball, basketball, bow, bowling ball, boxing glove,
         cricket ball, cricket bat, curling stone, diving mask, fishing rod, football, frisbee,
-        hockey stick, ice skate, medal, ping pong paddle, pool ball, roller skate, rugby ball,
+        hockey stick, ice skate, medal, ping-pong paddle, pool ball, roller skate, rugby ball,
         skateboard, ski, sled, soccer ball, tennis ball, tennis racket, trophy, volleyball""",
     "toy": """abacus, balloon, boomerang, chess piece, dartboard, dice, doll, gift, kite, pinata,
         puzzle piece, rubber duck, slide, teddy bear, yo-yo""",
@@ -128,7 +128,7 @@ PLURALS: dict[str, str] = {
     "toilet paper": "toilet paper", "soap": "soaps", "woodlouse": "woodlice",
     "hippo": "hippos", "rhino": "rhinos", "piano": "pianos", "yo-yo": "yo-yos",
     "kangaroo": "kangaroos", "avocado": "avocados", "taco": "tacos", "burrito": "burritos",
-    "hot air balloon": "hot air balloons", "tv": "tvs", "pinata": "pinatas",
+    "hot-air balloon": "hot-air balloons", "tv": "tvs", "pinata": "pinatas",
 }
 
 # Variety or synonym (as cleaned from a description or an emoji name) -> the class's noun.
@@ -235,8 +235,8 @@ SYNONYMS: dict[str, str] = {
     "athletic shoe": "shoe", "high-heeled shoe": "shoe", "flat shoe": "shoe",
     "ballet shoes": "shoe", "womans sandal": "sandal", "thong sandal": "sandal",
     "womans boots": "boot", "hiking boot": "boot", "lab coat": "coat", "safety vest": "vest",
-    "gloves": "glove", "socks": "sock", "dark sunglasses": "sunglasses", "polo shirt": "shirt",
-    "folded shirt": "shirt", "t shirt": "t-shirt",
+    "gloves": "glove", "socks": "sock", "dark sunglasses": "sunglasses",
+    "t shirt": "t-shirt",
     # household items
     "closed umbrella": "umbrella", "umbrella on ground": "umbrella", "amphora": "vase",
     "izakaya lantern": "lantern", "teacup without handle": "cup", "tumbler glass": "glass",
@@ -270,7 +270,7 @@ SYNONYMS: dict[str, str] = {
     "basketball and hoop": "basketball", "american football": "football",
     "football used in australian rules": "football", "rugby football": "rugby ball",
     "cricket bat and ball": "cricket bat", "field hockey stick and ball": "hockey stick",
-    "ice hockey stick and puck": "hockey stick", "table tennis paddle and ball": "ping pong paddle",
+    "ice hockey stick and puck": "hockey stick", "table tennis paddle and ball": "ping-pong paddle",
     "badminton racquet and shuttlecock": "badminton racket", "bow and arrow": "bow",
     "sports medal": "medal", "military medal": "medal", "first place medal": "medal",
     "second place medal": "medal", "third place medal": "medal", "softball": "baseball",
@@ -357,7 +357,7 @@ TUX_NOUNS: dict[str, str | None] = {
     "vehicles/auto/truck.png": "truck",
     "vehicles/construction/dumper.png": "dump truck",
     "vehicles/emergency/sedan_police.png": None,       # emblems only, no car
-    "vehicles/flight/balloon360.png": "hot air balloon",
+    "vehicles/flight/balloon360.png": "hot-air balloon",
     "vehicles/flight/planes/747.png": "airplane",
     "vehicles/masstransit/green_korean_bus.png": "bus",
     "vehicles/race/indycar.png": "race car",
