@@ -1,9 +1,11 @@
-"""Compute the model card figures of a captioner + VQA pair on a shapes split, and optionally
-install the pair (float16, with their test figures) as the app's default checkpoints.
+"""Compute the model card figures of a captioner + VQA pair on one or more test splits (e.g. the
+shapes and the objects test splits), optionally on the real photographs that ship in packages, and
+optionally install the pair (float16, with their test figures) as the app's default checkpoints.
 
-    python scripts/model_card.py --captioner runs/shapes_caption/best.safetensors \
-        --vqa runs/shapes_vqa/best.safetensors --data data/shapes_test --split test \
-        --out runs/model_card [--install checkpoints]
+    python scripts/model_card.py --captioner runs/default_caption/best.safetensors \
+        --vqa runs/default_vqa/best.safetensors --data shapes=data/shapes_test \
+        --data objects=data/objects_test --split test --real-photos --out runs/model_card \
+        [--install checkpoints]
 """
 
 from __future__ import annotations
@@ -13,14 +15,62 @@ import json
 from pathlib import Path
 
 
+def _named(value: str) -> tuple[str, str]:
+    name, sep, path = value.partition("=")
+    return (name, path) if sep else (Path(value).name, value)
+
+
+def _real_photos(captioner, vqa) -> dict:
+    """scripts/real_photos.py's rows and totals for the committed photo list."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from real_photos import score_photos, totals
+
+    from mmapp.data.objects.real_photos import load_real_photos
+    from mmapp.data.objects.sources import read_vocabulary
+
+    skipped: list = []
+    photos = load_real_photos(None, skipped)
+    rows = score_photos(captioner, vqa, photos, {e.noun: e.plural for e in read_vocabulary()})
+    return {"photos": rows, "totals": totals(rows), "skipped": [{"name": s.name, "reason": r} for s, r in skipped]}
+
+
+def _real_photos_markdown(report: dict) -> str:
+    def ood(v: dict | None) -> str:
+        return "n/a" if v is None else ("flagged" if v["out_of_domain"] else "passes") + f" ({v['score']:.2f})"
+
+    lines = ["| photo | right nouns | caption (beam 3) | names it | 'what is this?' | right | OOD (captioner / VQA) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in report["photos"]:
+        known = r["known"]
+        lines.append(f"| {r['name']} | {', '.join(r['nouns']) or '(unknown thing)'} | {r['caption']} | "
+                     f"{('yes' if r['caption_names_it'] else 'no') if known else '-'} | {r['answer']} ({r['p']:.2f}) | "
+                     f"{('yes' if r['answer_right'] else 'no') if known else '-'} | "
+                     f"{ood(r['ood_captioner'])} / {ood(r['ood_vqa'])} |")
+    t = report["totals"]
+    k, u = t["known_photos"], t["unknown_photos"]
+    lines += ["", f"Known things ({k} photos): captions name them {t['caption_names_it']}/{k}, 'what is this?' right "
+              f"{t['answer_right']}/{k}, passing the out-of-domain check {k - t['known_flagged_out_of_domain']['vqa']}/{k} "
+              f"(VQA) and {k - t['known_flagged_out_of_domain']['captioner']}/{k} (captioner). Unknown things ({u}): "
+              f"flagged {t['unknown_flagged_out_of_domain']['vqa']}/{u} (VQA), "
+              f"{t['unknown_flagged_out_of_domain']['captioner']}/{u} (captioner)."]
+    for s in report["skipped"]:
+        lines.append(f"Skipped {s['name']}: {s['reason']}.")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--captioner", required=True)
     parser.add_argument("--vqa", required=True)
-    parser.add_argument("--data", required=True, help="a shapes dataset folder (mmapp data shapes)")
+    parser.add_argument("--data", required=True, action="append", type=_named, metavar="[NAME=]DIR",
+                        help="a generated dataset folder (mmapp data shapes / objects); repeat for several")
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", required=True, help="folder for model_card.json and model_card.md")
-    parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N images of each split")
+    parser.add_argument("--real-photos", action="store_true",
+                        help="also caption and question the real photographs of datasets/real_photos/photos.json")
     parser.add_argument("--install", metavar="DIR", help="also write DIR/captioner.safetensors and DIR/vqa.safetensors")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -31,21 +81,29 @@ def main() -> int:
 
     captioner = Captioner.from_checkpoint(args.captioner, args.device)
     vqa = VQAModel.from_checkpoint(args.vqa, args.device, encoder=captioner.encoder)
-    report = evaluate(captioner, vqa, args.data, args.split, limit=args.limit)
+    reports = {name: evaluate(captioner, vqa, path, args.split, limit=args.limit) for name, path in args.data}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "model_card.json").write_text(json.dumps(report, indent=2))
-    (out / "model_card.md").write_text(markdown(report))
-    print(markdown(report))
+    text = "\n".join(f"### {name}\n\n{markdown(r)}" for name, r in reports.items())
+    if args.real_photos:
+        reports["real_photos"] = _real_photos(captioner, vqa)
+        text += "\n### real photos\n\n" + _real_photos_markdown(reports["real_photos"])
+    (out / "model_card.json").write_text(json.dumps(reports, indent=2))
+    (out / "model_card.md").write_text(text)
+    print(text)
     if args.install:
-        summary = {"split": f"{args.data}:{args.split}", "images": report["images"]}
-        export_for_release(args.captioner, Path(args.install) / "captioner.safetensors",
-                           {**summary, **report["captions"], "chair_i": report["hallucination"]["chair_i"],
-                            "pointing_game": (report["caption_grounding"] or {}).get("hit_rate")})
-        export_for_release(args.vqa, Path(args.install) / "vqa.safetensors",
-                           {**summary, "accuracy": report["vqa"]["overall"],
-                            "per_question_type": report["vqa"]["per_question_type"],
-                            "pointing_game": (report["vqa_grounding"] or {}).get("hit_rate")})
+        splits = {name: r for name, r in reports.items() if name != "real_photos"}
+        cap = {name: {"split": f"{path}:{args.split}", "images": splits[name]["images"], **splits[name]["captions"],
+                      "chair_i": splits[name]["hallucination"]["chair_i"],
+                      "pointing_game": (splits[name]["caption_grounding"] or {}).get("hit_rate")}
+               for name, path in args.data}
+        ans = {name: {"split": f"{path}:{args.split}", "images": splits[name]["images"],
+                      "accuracy": splits[name]["vqa"]["overall"],
+                      "per_question_type": splits[name]["vqa"]["per_question_type"],
+                      "pointing_game": (splits[name]["vqa_grounding"] or {}).get("hit_rate")}
+               for name, path in args.data}
+        export_for_release(args.captioner, Path(args.install) / "captioner.safetensors", cap)
+        export_for_release(args.vqa, Path(args.install) / "vqa.safetensors", ans)
         print(f"installed into {args.install}/")
     return 0
 

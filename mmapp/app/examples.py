@@ -1,7 +1,9 @@
-"""Example images for the app: shape scenes the models were trained on, and real photos they were not.
+"""Example images for the app: shape and object scenes like those the models were trained on, and
+real photographs that ship in packages (``datasets/real_photos/photos.json``).
 
-Scenes come from ``datasets/shapes_sample/images/test/`` (jpg or png) when that folder exists; the photos are
-scikit-image's bundled ones, written once to a cache folder when the app is built (never at import).
+Scenes come from ``datasets/shapes_sample/images/test/`` and ``datasets/objects_sample/images/test/``
+(jpg or png) when those folders exist; the photos are written once to a cache folder when the app is
+built (never at import).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHAPES_SAMPLE = REPO_ROOT / "datasets" / "shapes_sample" / "images" / "test"
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
-QUESTIONS = ("what color is the circle?", "how many objects are there?", "is there a red square?",
-             "what shape is the blue object?", "is the circle to the left of the star?")
+OBJECTS_SAMPLE = REPO_ROOT / "datasets" / "objects_sample" / "images" / "test"
+QUESTIONS = ("what is this?", "what animal is this?", "how many objects are there?", "is there a dog?",
+             "what color is the circle?", "is the circle to the left of the star?")
 
 
 def cache_dir() -> Path:
@@ -34,20 +36,24 @@ def scene_examples(folder: Path = SHAPES_SAMPLE, limit: int = 8) -> list[Path]:
 
 
 def photo_examples(folder: Path | None = None) -> list[Path]:
-    """scikit-image's photos as PNG files in ``folder`` (written on first use, atomically)."""
+    """The real photos of ``datasets/real_photos/photos.json`` whose package is installed, as PNG
+    files in ``folder`` (written on first use, atomically); photos of things the models know first."""
     folder = folder or cache_dir()
     try:
-        from PIL import Image
-        from skimage import data
+        from mmapp.data.objects.real_photos import load_photo, read_photo_specs
 
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
-        for name in PHOTOS:
-            path = folder / f"{name}.png"
+        for spec in sorted(read_photo_specs(), key=lambda s: not s.known):
+            path = folder / f"{spec.name}.png"
             if not path.is_file():
+                try:
+                    image = load_photo(spec)
+                except LookupError:
+                    continue  # its package is not installed
                 fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
                 os.close(fd)
-                Image.fromarray(getattr(data, name)()).convert("RGB").save(tmp)
+                image.save(tmp)
                 os.replace(tmp, path)
             paths.append(path)
         return paths
