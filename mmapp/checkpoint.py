@@ -232,12 +232,15 @@ def _with_weights(cfg: Any, weights: str) -> Any:
 
 
 def export_for_release(src: str | Path, dst: str | Path, test_metrics: dict | None = None,
-                       half: bool = True) -> Path:
-    """Copy a model checkpoint for shipping: no training state, float16 weights, test figures added."""
+                       half: bool = True, knows: dict[str, list[str]] | None = None) -> Path:
+    """Copy a model checkpoint for shipping: no training state, float16 weights, test figures added;
+    ``knows``: the things it was trained on, {supercategory: [class names]}, for the model card."""
     tensors, meta = read_checkpoint(src)
     meta.pop("train_state", None)
     tensors = {k: (v.half() if half and k.startswith("model.") and v.is_floating_point() else v)
                for k, v in tensors.items() if not k.startswith(("optim.", "sched.", "scaler.", "rng."))}
     if test_metrics is not None:
         meta["training"] = {**meta.get("training", {}), "test_metrics": test_metrics}
+    if knows is not None:
+        meta["training"] = {**meta.get("training", {}), "knows": knows}
     return save_checkpoint(dst, tensors, meta)

@@ -20,6 +20,16 @@ def _named(value: str) -> tuple[str, str]:
     return (name, path) if sep else (Path(value).name, value)
 
 
+def _knows(folders: list[str], split: str) -> dict[str, list[str]]:
+    """{supercategory: sorted class names} of the datasets' categories: what the models were trained on."""
+    out: dict[str, set[str]] = {}
+    for folder in folders:
+        data = json.loads((Path(folder) / "annotations" / f"instances_{split}.json").read_text())
+        for c in data["categories"]:
+            out.setdefault(c.get("supercategory", ""), set()).add(c["name"])
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
 def _real_photos(captioner, vqa) -> dict:
     """scripts/real_photos.py's rows and totals for the committed photo list."""
     import sys
@@ -102,8 +112,9 @@ def main() -> int:
                       "per_question_type": splits[name]["vqa"]["per_question_type"],
                       "pointing_game": (splits[name]["vqa_grounding"] or {}).get("hit_rate")}
                for name, path in args.data}
-        export_for_release(args.captioner, Path(args.install) / "captioner.safetensors", cap)
-        export_for_release(args.vqa, Path(args.install) / "vqa.safetensors", ans)
+        knows = _knows([path for _, path in args.data], args.split)
+        export_for_release(args.captioner, Path(args.install) / "captioner.safetensors", cap, knows=knows)
+        export_for_release(args.vqa, Path(args.install) / "vqa.safetensors", ans, knows=knows)
         print(f"installed into {args.install}/")
     return 0
 
