@@ -24,7 +24,9 @@ from mmapp.config import save_config
 from mmapp.distributed import DistInfo, EpochSampler, cleanup, device_for, setup
 from mmapp.engine import NonFiniteLossError, Precision, train_one_epoch
 from mmapp.errors import CheckpointError
+from mmapp.models.recurrent_decoder import RecurrentAttentionDecoder
 from mmapp.run_config import RunConfig
+from mmapp.speed.teacher_forcing import use_training_path
 
 
 class Task(Protocol):
@@ -96,13 +98,12 @@ class Run:
         seed_everything(cfg.train.seed)
         self.task: Task = task_factory(cfg, self.device, self.info)
         self.model = self.task.model.to(self.device)
-        if cfg.train.compile:
-            head = getattr(self.model, "head", self.model)
-            compile_step = getattr(head, "compile_step", None)
-            if compile_step is None:
-                raise ValueError(f"train.compile: {type(head).__name__} has nothing to compile "
-                                 "(only the recurrent caption decoders do)")
-            compile_step()
+        head = getattr(self.model, "head", self.model)
+        if isinstance(head, RecurrentAttentionDecoder):
+            use_training_path(head, "compile" if cfg.train.compile else "shrink")
+        elif cfg.train.compile:
+            raise ValueError(f"train.compile: {type(head).__name__} has nothing to compile "
+                             "(only the recurrent caption decoders do)")
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.steps_per_epoch = -(-len(EpochSampler(len(self.task.train_set()), 0, 0, self.info.rank,

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from mmapp.config import CaptionDecoderConfig
 from mmapp.errors import InputError
-from mmapp.models.caption_decoder import CaptionDecoder, State
+from mmapp.models.decoder_base import CaptionDecoder, State
 
 POSITIONAL = ("sinusoidal", "learned")
 
@@ -110,9 +110,7 @@ class TransformerDecoder(CaptionDecoder):
     ``k{i}``/``v{i}`` (B, H, t, d/H) of the t words so far."""
 
     def __init__(self, cfg: CaptionDecoderConfig) -> None:
-        super().__init__()
-        if cfg.vocab_size < 5:
-            raise ValueError("decoder.vocab_size must be set (>= 5)")
+        super().__init__(cfg)
         if cfg.hidden_dim % cfg.num_heads:
             raise ValueError(f"decoder.hidden_dim ({cfg.hidden_dim}) must be divisible by decoder.num_heads "
                              f"({cfg.num_heads}) for the Transformer decoder")
@@ -120,12 +118,8 @@ class TransformerDecoder(CaptionDecoder):
             raise ValueError(f"decoder.positional must be sinusoidal or learned, got {cfg.positional!r}")
         if cfg.max_len < 1:
             raise ValueError("decoder.max_len must be >= 1")
-        self.cfg = cfg
         d = cfg.hidden_dim
-        grid_dim = cfg.project_dim or cfg.encoder_dim
-        self.project = (nn.Sequential(nn.Linear(cfg.encoder_dim, grid_dim), nn.ReLU()) if cfg.project_dim
-                        else nn.Identity())
-        self.grid_in = nn.Sequential(nn.Linear(grid_dim, d), nn.LayerNorm(d))
+        self.grid_in = nn.Sequential(nn.Linear(self.grid_dim, d), nn.LayerNorm(d))
         self.embedding = nn.Embedding(cfg.vocab_size, d)
         nn.init.normal_(self.embedding.weight, std=d ** -0.5)  # times sqrt(d) in _embed: unit scale
         self.positions = nn.Embedding(cfg.max_len, d) if cfg.positional == "learned" else None
