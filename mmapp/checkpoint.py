@@ -9,8 +9,6 @@ atomic: a temporary file in the same folder, fsync, then ``os.replace``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmapp.atomic import atomic_path
 from mmapp.errors import CheckpointError
 
 FORMAT = "mmapp"
@@ -35,19 +34,8 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str
             raise CheckpointError(f"refusing to write {path}: tensor {name} has NaN or infinite values")
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(meta)}
     contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(contiguous, tmp, metadata=header)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata=header)
     return path
 
 

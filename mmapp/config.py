@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
+from mmapp.atomic import write_text
+
 T = TypeVar("T")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -256,7 +258,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
 def save_config(cfg: Any, path: str | Path) -> None:
     import yaml
 
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 __all__ = [

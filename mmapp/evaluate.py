@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mmapp.atomic import write_json
 from mmapp.errors import DataError, InputError
 
 YEARS = ("2014", "2017", "2015")
@@ -104,14 +105,6 @@ class _Images(Dataset):
         return i, self.visual.load(self.handles[i])
 
 
-def _write_json(path: Path, data: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-    return path
-
-
 def _visual_source(model: Any, root: Path | None, features: Path | None) -> Any:
     from mmapp.data.features import FeatureCache, VisualSource
 
@@ -163,7 +156,7 @@ def _caption_images(files: SplitFiles, split: str, out_dir: Path) -> tuple[list[
     references = {"images": [{"id": im.image_id, "file_name": im.file_name} for im in images],
                   "annotations": [{"id": n, "image_id": im.image_id, "caption": c}
                                   for n, (im, c) in enumerate((im, c) for im in images for c in im.captions)]}
-    return images, _write_json(out_dir / f"captions_{split}_references.json", references)
+    return images, write_json(out_dir / f"captions_{split}_references.json", references)
 
 
 def decode_captions(model: Any, data_dir: Path, split: str, out_dir: Path, features: Path | None = None,
@@ -182,7 +175,7 @@ def decode_captions(model: Any, data_dir: Path, split: str, out_dir: Path, featu
         decoded = model.caption_features(grids, beam_size=beam_size, max_len=max_len)
         for i, tokens in zip(index, decoded.tokens.tolist()):
             results.append({"image_id": images[i].image_id, "caption": " ".join(model.vocab.decode(tokens))})
-    path = _write_json(out_dir / f"captions_{split}_results.json", results)
+    path = write_json(out_dir / f"captions_{split}_results.json", results)
     return {"results": path, "annotations": references}
 
 
@@ -229,7 +222,7 @@ def decode_answers(model: Any, data_dir: Path, split: str, out_dir: Path, featur
             probs, _ = model.answer_features(feats, [vqa.questions[n].question for _, n in chunk])  # (Q, N)
             for (_, n), a in zip(chunk, probs.argmax(dim=-1).tolist()):
                 results.append({"question_id": vqa.questions[n].question_id, "answer": model.answer_vocab.answers[a]})
-    out = {"results": _write_json(out_dir / f"vqa_{split}_results.json", results), "questions": files.questions}
+    out = {"results": write_json(out_dir / f"vqa_{split}_results.json", results), "questions": files.questions}
     if files.vqa_annotations is not None:
         out["annotations"] = files.vqa_annotations
     return out
@@ -260,7 +253,7 @@ def decode_split(task: str, checkpoint: Path, data_dir: Path, split: str, out_di
         model = VQAModel.from_checkpoint(checkpoint, device=device)
         files = decode_answers(model, data_dir, split, out_dir, features, batch_size, workers, progress)
     count = len(json.loads(files["results"].read_text()))
-    _write_json(out_dir / "decode.json", {
+    write_json(out_dir / "decode.json", {
         "task": task, "checkpoint": str(checkpoint), "data": str(data_dir), "split": split,
         "features": str(features) if features else None, "beam_size": beam_size if task == "caption" else None,
         "results": count, "seconds": round(time.perf_counter() - start, 3), "device": str(model.device),

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmapp.atomic import write_text
 from mmapp.checkpoint import flatten_state, prefixed, read_checkpoint, unflatten_state
 from mmapp.config import save_config
 from mmapp.distributed import DistInfo, EpochSampler, cleanup, device_for, setup
@@ -227,7 +228,7 @@ class Run:
             self._save("best", with_state=False)
         self._save("last", with_state=True)
         if self.info.is_main:
-            _write_atomic(self.dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
+            write_text(self.dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
             from mmapp.plotting import plot_history
 
             plot_history(self.history, self.task.metric, self.dir / "curves.png")
@@ -238,12 +239,6 @@ class Run:
     def _log(self, message: str) -> None:
         if self.info.is_main and not self.quiet:
             print(message, file=sys.stderr, flush=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _cfg_dict(cfg: RunConfig) -> dict:

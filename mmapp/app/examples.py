@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
+
+from mmapp.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,8 @@ def photo_examples(folder: Path | None = None) -> list[Path]:
         for name in PHOTOS:
             path = folder / f"{name}.png"
             if not path.is_file():
-                fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-                os.close(fd)
-                Image.fromarray(getattr(data, name)()).convert("RGB").save(tmp)
-                os.replace(tmp, path)
+                with atomic_path(path) as tmp:
+                    Image.fromarray(getattr(data, name)()).convert("RGB").save(tmp)
             paths.append(path)
         return paths
     except Exception as e:  # noqa: BLE001 - examples are a convenience: the app works without them

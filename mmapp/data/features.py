@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from mmapp.atomic import atomic_path, write_json
 from mmapp.config import EncoderConfig, from_dict, to_dict
 from mmapp.errors import DataError, ImageError
 
@@ -42,12 +43,6 @@ CACHE_FORMAT = 1
 # Encoder fields that change the features (fine_tune_stages only matters for training).
 IDENTITY_FIELDS = ("name", "weights", "input_size", "grid", "mean", "std", "pixel_patch")
 IDENTITY_DEFAULTS = {"pixel_patch": 0}  # fields added later: what caches written before them hold
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> Any:
@@ -297,10 +292,8 @@ def _load_done(out_dir: Path, count: int) -> np.ndarray:
 
 
 def _save_done(out_dir: Path, rank: int, done: np.ndarray) -> None:
-    path = out_dir / f"done.rank{rank}.npy"
-    tmp = out_dir / f"done.rank{rank}.tmp.npy"
-    np.save(tmp, np.packbits(done))
-    os.replace(tmp, path)
+    with atomic_path(out_dir / f"done.rank{rank}.npy") as tmp:
+        np.save(tmp, np.packbits(done))
 
 
 def _checkpoint(array: np.ndarray, out_dir: Path, rank: int, mine: np.ndarray) -> None:
@@ -335,8 +328,8 @@ def _prepare(out_dir: Path, meta: dict[str, Any], index: dict[str, Any], overwri
         stale.unlink(missing_ok=True)
     p = meta["grid"][0] * meta["grid"][1]
     np.lib.format.open_memmap(feat_path, mode="w+", dtype=np.float16, shape=(meta["count"], p, meta["dim"]))
-    _write_json_atomic(out_dir / INDEX_FILE, index)
-    _write_json_atomic(meta_path, meta)  # written last: its presence means the other files exist
+    write_json(out_dir / INDEX_FILE, index, indent=1)
+    write_json(meta_path, meta, indent=1)  # written last: its presence means the other files exist
 
 
 def build_index(keys: Sequence[str], image_ids: Sequence[int | None] | None) -> dict[str, Any]:
@@ -422,7 +415,7 @@ def extract_features(
         if not _load_done(out_dir, len(paths)).all():
             raise DataError(f"{out_dir}: some rows were not written; rerun to resume")
         meta.update(complete=True, extraction=stats)
-        _write_json_atomic(out_dir / META_FILE, meta)
+        write_json(out_dir / META_FILE, meta, indent=1)
         for f in _done_files(out_dir):
             f.unlink(missing_ok=True)
     _barrier()

@@ -21,7 +21,6 @@ answer balancer) then runs serially in image order with its own per-image genera
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import re
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mmapp.atomic import write_json
 from mmapp.data.shapes import SHAPES, Scene, render_scene, sample_scene
 from mmapp.data.shapes_questions import ANSWER_TYPES, AnswerBalancer, Candidate, candidates, one_per_answer
 from mmapp.data.shapes_text import captions
@@ -107,9 +107,7 @@ def caption_tokens(caption: str) -> list[str]:
 
 
 def _dump(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, separators=(",", ":")))
-    os.replace(tmp, path)
+    write_json(path, obj, separators=(",", ":"))
 
 
 class _SplitRecords:
