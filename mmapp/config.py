@@ -235,9 +235,15 @@ def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Defaults of ``cls``, then YAML file ``path``, then ``key=value`` overrides."""
-    import yaml
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = (),
+                section: str | None = None) -> T:
+    """Defaults of ``cls``, then YAML file ``path``, then ``key=value`` overrides.
+
+    With ``section`` (e.g. ``"encoder"``) ``cls`` is one section of a run config: the file may be a
+    whole run config (its ``section:`` mapping is read) or that section alone, and overrides may be
+    written ``section.key=value`` or ``key=value``.
+    """
+    import yaml  # heavy: PyYAML loads only when a config is read
 
     data: dict[str, Any] = to_dict(cls())
     if path is not None:
@@ -250,9 +256,13 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
             raise ValueError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(loaded, Mapping):
             raise ValueError(f"{p}: the top level must be a mapping")
+        if section is not None and any(isinstance(v, Mapping) for v in loaded.values()):
+            loaded = loaded.get(section) or {}  # a run config: take its section
         data = merge(data, loaded)
+    if section is not None:
+        overrides = [o[len(section) + 1:] if o.startswith(f"{section}.") else o for o in overrides]
     data = merge(data, parse_overrides(overrides))
-    return from_dict(cls, data)
+    return from_dict(cls, data, section or "")
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

@@ -1,4 +1,4 @@
-"""``mmapp eval caption|vqa``: score official-format results files (or, once ``mmapp/evaluate.py``
+"""``mmapp eval caption|vqa``: score official-format results files (or, once ``mmapp/decode_split.py``
 exists, decode a split with a checkpoint first) and write ``metrics.json`` + ``metrics.md``."""
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ def register(subparsers: Any) -> None:
 
 
 def _decode_first(args: argparse.Namespace) -> dict[str, Path]:
-    """Decode ``--split`` of ``--data`` with ``--checkpoint`` (``mmapp.evaluate.decode_split``)."""
+    """Decode ``--split`` of ``--data`` with ``--checkpoint`` (``mmapp.decode_split.decode_split``)."""
     from mmapp.errors import InputError
-    from mmapp.evaluate import decode_split
+    from mmapp.decode_split import decode_split
 
     if args.data is None:
         raise InputError("--checkpoint needs --data DIR (the dataset folder to decode)")

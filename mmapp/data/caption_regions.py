@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mmapp.data.coco_captions import field, read_json, top_list
+from mmapp.data.fields import field, read_json, top_list
 from mmapp.data.shapes_text import object_mentions
 from mmapp.metrics.grounding import box_cells
 

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mmapp.data.coco_captions import field, read_json, top_list
+from mmapp.data.fields import field, read_json, top_list
 from mmapp.errors import DataError
 from mmapp.metrics.grounding import box_cells, centre_cell
 

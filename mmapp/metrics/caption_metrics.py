@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
 
 from mmapp.errors import DataError
+from mmapp.metrics.records import check_results
 from mmapp.metrics.report import load_json
 
 SPICE_UNAVAILABLE = ("SPICE needs Stanford CoreNLP 3.6.0 models that it downloads at first use; "
@@ -194,23 +195,7 @@ def _references(annotations_json: Any, name: str) -> dict[int, list[str]]:
 
 
 def _candidates(results: Any, refs: Mapping[int, list[str]], name: str) -> dict[int, str]:
-    if not isinstance(results, list):
-        raise DataError(f"{name}: a caption results file is a JSON list of {{'image_id', 'caption'}} objects")
-    out: dict[int, str] = {}
-    for i, r in enumerate(results):
-        where = f"{name}: record {i}"
-        if not isinstance(r, Mapping) or "image_id" not in r or "caption" not in r:
-            raise DataError(f"{where} needs 'image_id' and 'caption'")
-        image_id = r["image_id"]
-        if not isinstance(r["caption"], str):
-            raise DataError(f"{where} (image_id {image_id!r}): 'caption' must be a string")
-        if not isinstance(image_id, int) or isinstance(image_id, bool):
-            raise DataError(f"{where}: image_id must be an integer, got {image_id!r}")
-        if image_id not in refs:
-            raise DataError(f"{where}: unknown image_id {image_id} (no reference caption in the annotations)")
-        if image_id in out:
-            raise DataError(f"{where}: duplicate image_id {image_id}")
-        out[image_id] = r["caption"]
+    out = check_results(results, refs, name, "caption", "image_id", "caption", "no reference caption in the annotations")
     if not out:
         raise DataError(f"{name}: the results file holds no captions")
     return out

@@ -16,7 +16,7 @@ from mmapp.distributed import DistInfo, gather
 from mmapp.losses import attention_grounding_loss, caption_loss
 from mmapp.models.caption_decoder import build_caption_decoder
 from mmapp.run_config import RunConfig
-from mmapp.tasks.common import EncodedHead, batched, ood_from_cache, shard, visual_source
+from mmapp.tasks.common import EncodedHead, batched, ood_from_cache, shard, encoder_and_inputs
 
 
 class CaptionTask:
@@ -37,7 +37,7 @@ class CaptionTask:
         if d.val_limit:
             val_images = val_images[: d.val_limit]
         self.vocab = build_caption_vocab(train_images, d.min_word_freq)
-        cache, encoder, visual = visual_source(cfg)
+        cache, encoder, inputs = encoder_and_inputs(cfg)
         decoder_cfg = dataclasses.replace(cfg.decoder, vocab_size=len(self.vocab), encoder_dim=encoder.out_dim)
         self.model = EncodedHead(encoder, build_caption_decoder(decoder_cfg))
         regions = None
@@ -46,9 +46,9 @@ class CaptionTask:
 
             regions = CaptionRegions(d.train_instances, encoder.grid_size())
         self._items = CaptionDataset(train_images, self.vocab, max_len=d.max_caption_len, regions=regions,
-                                     **visual)
+                                     **inputs)
         self._train = ByImage(self._items)
-        self._val = CaptionEvalDataset(val_images, **visual)
+        self._val = CaptionEvalDataset(val_images, **inputs)
         self._collate, self._collate_eval = collate_captions, collate_caption_eval
         self.ood_tensors, self.ood_meta = ood_from_cache(cache, self._items.handles, self._val.handles)
         self.dataset_name = Path(d.train_captions).name

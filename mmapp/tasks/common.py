@@ -33,9 +33,9 @@ class EncodedHead(nn.Module):
         return self.head(self.features(visual), *args)
 
 
-def visual_source(cfg: RunConfig) -> tuple[Any, Encoder, dict[str, Any]]:
+def encoder_and_inputs(cfg: RunConfig) -> tuple[Any, Encoder, dict[str, Any]]:
     """(feature cache or None, the encoder, dataset keyword arguments for the visual input)."""
-    from mmapp.data.features import FeatureCache
+    from mmapp.data.feature_cache import FeatureCache
 
     if cfg.data.features:
         cache = FeatureCache.open(cfg.data.features)

@@ -17,7 +17,7 @@ from mmapp.distributed import DistInfo, gather
 from mmapp.losses import attention_grounding_loss, count_map_loss, vqa_loss
 from mmapp.models.vqa import VQANet
 from mmapp.run_config import RunConfig
-from mmapp.tasks.common import EncodedHead, batched, ood_from_cache, shard, visual_source
+from mmapp.tasks.common import EncodedHead, batched, ood_from_cache, shard, encoder_and_inputs
 
 
 class VQATask:
@@ -39,7 +39,7 @@ class VQATask:
             val = dataclasses.replace(val, questions=val.questions[: d.val_limit])
         self.vocab = build_question_vocab(train.questions, min_freq=1)
         self.answers = build_answer_vocab(train.questions, d.top_answers)
-        cache, encoder, visual = visual_source(cfg)
+        cache, encoder, inputs = encoder_and_inputs(cfg)
         index = None
         if d.image_index:  # one or more COCO-format files listing file_name per image id
             from mmapp.data.coco_captions import image_files_from_json
@@ -50,7 +50,7 @@ class VQATask:
         net_cfg = dataclasses.replace(cfg.vqa, vocab_size=len(self.vocab), num_answers=len(self.answers),
                                       encoder_dim=encoder.out_dim)
         self.model = EncodedHead(encoder, VQANet(net_cfg))
-        kwargs = dict(max_question_len=d.max_question_len, image_files=index, **visual)
+        kwargs = dict(max_question_len=d.max_question_len, image_files=index, **inputs)
         regions = centres = None
         if cfg.train.grounding_weight > 0:  # attention supervised by the referred objects' boxes
             from mmapp.data.vqa_regions import glimpse_regions

@@ -105,8 +105,8 @@ class _Images(Dataset):
         return i, self.visual.load(self.handles[i])
 
 
-def _visual_source(model: Any, root: Path | None, features: Path | None) -> Any:
-    from mmapp.data.features import FeatureCache, VisualSource
+def _inputs_of(model: Any, root: Path | None, features: Path | None) -> Any:
+    from mmapp.data.feature_cache import FeatureCache, VisualSource
 
     if features is None:
         return VisualSource(images_root=root, encoder_cfg=model.encoder.cfg)
@@ -123,7 +123,7 @@ def _batches(requests: list[tuple[int, list[str], str]], model: Any, root: Path 
     """Yield (image indices, grids (B, P, D) on the model's device) over every requested image."""
     from tqdm import tqdm
 
-    dataset = _Images(requests, _visual_source(model, root, features))
+    dataset = _Images(requests, _inputs_of(model, root, features))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=0 if features else workers,
                         pin_memory=model.device.type == "cuda")
     bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress, file=sys.stderr)
