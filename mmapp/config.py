@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
+import yaml
+
 from mmapp.atomic import write_text
 
 T = TypeVar("T")
@@ -208,8 +210,6 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """``["train.lr=1e-3", "model.cell=gru"]`` -> nested dict. Values are parsed as YAML scalars."""
-    import yaml
-
     tree: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -243,8 +243,6 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     whole run config (its ``section:`` mapping is read) or that section alone, and overrides may be
     written ``section.key=value`` or ``key=value``.
     """
-    import yaml  # heavy: PyYAML loads only when a config is read
-
     data: dict[str, Any] = to_dict(cls())
     if path is not None:
         p = Path(path)
@@ -266,8 +264,6 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    import yaml
-
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 

@@ -29,9 +29,14 @@ from typing import Any, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from mmapp.atomic import write_json
+from mmapp.data.coco_captions import image_files_from_json, load_caption_images, load_karpathy_split
+from mmapp.data.feature_cache import FeatureCache, VisualSource
+from mmapp.data.vqa_v2 import coco_image_file, load_vqa
 from mmapp.errors import DataError, InputError
+from mmapp.inference import Captioner, VQAModel
 
 YEARS = ("2014", "2017", "2015")
 TASKS = ("caption", "vqa")
@@ -106,8 +111,6 @@ class _Images(Dataset):
 
 
 def _inputs_of(model: Any, root: Path | None, features: Path | None) -> Any:
-    from mmapp.data.feature_cache import FeatureCache, VisualSource
-
     if features is None:
         return VisualSource(images_root=root, encoder_cfg=model.encoder.cfg)
     if model.meta["encoder"].get("fine_tune_stages", 0) > 0:
@@ -121,8 +124,6 @@ def _inputs_of(model: Any, root: Path | None, features: Path | None) -> Any:
 def _batches(requests: list[tuple[int, list[str], str]], model: Any, root: Path | None, features: Path | None,
              batch_size: int, workers: int, desc: str, progress: bool):
     """Yield (image indices, grids (B, P, D) on the model's device) over every requested image."""
-    from tqdm import tqdm
-
     dataset = _Images(requests, _inputs_of(model, root, features))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=0 if features else workers,
                         pin_memory=model.device.type == "cuda")
@@ -143,8 +144,6 @@ def _batches(requests: list[tuple[int, list[str], str]], model: Any, root: Path 
 
 def _caption_images(files: SplitFiles, split: str, out_dir: Path) -> tuple[list[Any], Path]:
     """(CaptionImage list, COCO captions file to score against)."""
-    from mmapp.data.coco_captions import load_caption_images, load_karpathy_split
-
     if files.captions is not None:
         return load_caption_images(files.captions), files.captions
     if files.karpathy is None:
@@ -183,9 +182,6 @@ def decode_answers(model: Any, data_dir: Path, split: str, out_dir: Path, featur
                    batch_size: int = 32, workers: int = 2, progress: bool = True) -> dict[str, Path]:
     """Answer every question of ``split`` with a ``VQAModel`` (each image encoded once); write
     ``vqa_<split>_results.json``. Returns its path, the questions file and (if any) the annotations."""
-    from mmapp.data.coco_captions import image_files_from_json
-    from mmapp.data.vqa_v2 import coco_image_file, load_vqa
-
     files = find_split_files(data_dir, split)
     if files.questions is None:
         raise DataError(f"no VQA questions file for split {split!r} in {data_dir} (looked for "
@@ -237,8 +233,6 @@ def decode_split(task: str, checkpoint: Path, data_dir: Path, split: str, out_di
     ``"questions"`` (``"annotations"`` is absent for a VQA split without annotations, e.g. test-dev).
     A ``decode.json`` beside the results records the checkpoint, split and timing.
     """
-    from mmapp.inference import Captioner, VQAModel
-
     if task not in TASKS:
         raise InputError(f"task must be one of {TASKS}, got {task!r}")
     if workers is None:

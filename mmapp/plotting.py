@@ -10,7 +10,8 @@ from mmapp.atomic import atomic_path
 
 def plot_history(history: Sequence[dict], metric: str, path: str | Path) -> None:
     """Loss per epoch (train) and the validation metric, side by side, written atomically."""
-    import matplotlib  # heavy: loaded only when a run draws its curves
+    # heavy: matplotlib, only when a run draws its curves
+    import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -18,14 +18,17 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from mmapp.atomic import write_text
 from mmapp.checkpoint import flatten_state, prefixed, read_checkpoint, unflatten_state
-from mmapp.config import save_config
+from mmapp.config import save_config, to_dict
 from mmapp.distributed import DistInfo, EpochSampler, cleanup, device_for, setup
 from mmapp.engine import NonFiniteLossError, Precision, train_one_epoch
 from mmapp.errors import CheckpointError
 from mmapp.models.recurrent_decoder import RecurrentAttentionDecoder
+from mmapp.plotting import plot_history
 from mmapp.run_config import RunConfig
 from mmapp.speed.teacher_forcing import use_training_path
 
@@ -187,9 +190,6 @@ class Run:
         return {"best": self.best, "metric": self.task.metric, "epochs": self.epoch, "history": self.history}
 
     def _train_epoch(self) -> None:
-        from torch.utils.data import DataLoader
-        from tqdm import tqdm
-
         tcfg = self.cfg.train
         begin_epoch = getattr(self.task, "begin_epoch", None)
         if begin_epoch is not None:
@@ -229,7 +229,6 @@ class Run:
         self._save("last", with_state=True)
         if self.info.is_main:
             write_text(self.dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
-            from mmapp.plotting import plot_history
 
             plot_history(self.history, self.task.metric, self.dir / "curves.png")
         shown = ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float))
@@ -242,6 +241,4 @@ class Run:
 
 
 def _cfg_dict(cfg: RunConfig) -> dict:
-    from mmapp.config import to_dict
-
     return to_dict(cfg)

@@ -259,7 +259,7 @@ def test_checkpoint_round_trip_gives_identical_captions(cell: str, layers: int, 
 
 @pytest.fixture(scope="module")
 def tiny_vqa_path(tmp_path_factory):
-    from mmapp.app.tiny import make_tiny_checkpoints
+    from tests.support.tiny import make_tiny_checkpoints
 
     return make_tiny_checkpoints(tmp_path_factory.mktemp("app"))[1]
 

@@ -7,6 +7,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mmapp.errors import InputError
+from mmapp.metrics import report
+from mmapp.metrics.caption_metrics import score_results_file
+from mmapp.metrics.vqa_accuracy import vqa_accuracy_files
+
 CAPTION_HELP = """Score captions with the COCO caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D; SPICE
 is reported unavailable offline). RESULTS is a COCO results file [{"image_id", "caption"}];
 ANNOTATIONS is a COCO captions file ({"images", "annotations": [{"image_id", "caption"}]})."""
@@ -51,7 +56,7 @@ def register(subparsers: Any) -> None:
 
 def _decode_first(args: argparse.Namespace) -> dict[str, Path]:
     """Decode ``--split`` of ``--data`` with ``--checkpoint`` (``mmapp.decode_split.decode_split``)."""
-    from mmapp.errors import InputError
+    # heavy: torch, only when a checkpoint decodes a split
     from mmapp.decode_split import decode_split
 
     if args.data is None:
@@ -65,9 +70,6 @@ def _decode_first(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmapp.errors import InputError
-    from mmapp.metrics import report
-
     if (args.results is None) == (args.checkpoint is None):
         raise InputError("give exactly one of --results RES.json or --checkpoint CKPT")
     inputs: dict[str, Path | None] = {"results": args.results, "annotations": args.annotations}
@@ -80,14 +82,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--annotations is required")
 
     if args.task == "caption":
-        from mmapp.metrics.caption_metrics import score_results_file
-
         metrics = score_results_file(inputs["results"], inputs["annotations"])
         markdown = report.caption_markdown(metrics)
         missing = metrics["num_missing"], "annotated images"
     else:
-        from mmapp.metrics.vqa_accuracy import vqa_accuracy_files
-
         metrics = vqa_accuracy_files(inputs["results"], inputs.get("questions"), inputs["annotations"])
         markdown = report.vqa_markdown(metrics)
         missing = metrics["num_missing"], "annotated questions"

@@ -80,7 +80,7 @@ def list_images(images_dir: Path, list_file: Path | None) -> tuple[list[Path], l
         keys = [ln for ln in lines if ln and not ln.startswith("#")]
         ids = [int(m.group(1)) if (m := COCO_NAME.search(k)) else None for k in keys]
         return [images_dir / k for k in keys], keys, ids
-    # heavy: the dataset modules load torch
+    # heavy: the dataset modules load torch; the CLI imports every command to build --help
     from mmapp.data.coco_captions import image_files_from_json
     from mmapp.data.vqa_v2 import coco_image_file, load_vqa
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from mmapp.data.fields import field, read_json, top_list
 from mmapp.data.shapes_text import object_mentions
-from mmapp.metrics.grounding import box_cells
+from mmapp.grid_cells import box_cells
 
 
 class CaptionRegions:

@@ -77,6 +77,7 @@ def load_coco_captions(path: str | Path) -> list[CaptionImage]:
 
 
 def _coco_captions(data: Any, path: str | Path) -> list[CaptionImage]:
+    # heavy: pycocotools, only for the official-loader check
     from pycocotools.coco import COCO
 
     images, anns = top_list(data, "images", path), top_list(data, "annotations", path)

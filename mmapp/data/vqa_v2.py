@@ -32,12 +32,12 @@ from torch.utils.data import Dataset
 
 from mmapp.config import EncoderConfig
 from mmapp.data.coco_captions import image_files_from_json
-from mmapp.data.fields import field, has_word, read_json, top_list
 from mmapp.data.collate import Ragged
 from mmapp.data.feature_cache import FeatureCache, VisualSource
+from mmapp.data.fields import field, has_word, read_json, top_list
 from mmapp.errors import DataError
-from mmapp.metrics.vqa_normalize import normalize_answer, soft_score
 from mmapp.vocab import AnswerVocab, Vocab
+from mmapp.vqa_normalize import normalize_answer, soft_score
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ def find_java() -> str | None:
 def ptb_tokenize(captions: Mapping[Hashable, Sequence[str]], java: str) -> dict[Hashable, list[str]]:
     """Tokenise with the toolkit's PTB jar and punctuation filter: key -> tokenised captions
     (lower-cased, tokens joined by single spaces)."""
+    # heavy: pycocoevalcap (Java scorers), only when captions are scored
     from pycocoevalcap.tokenizer import ptbtokenizer as ptb
 
     keys = [k for k, caps in captions.items() for _ in caps]
@@ -97,6 +98,7 @@ def ptb_tokenize(captions: Mapping[Hashable, Sequence[str]], java: str) -> dict[
 def python_tokenize(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, list[str]]:
     """Approximation of ``ptb_tokenize`` without Java: Treebank tokens (brackets as -lrb- etc.,
     quotes as `` and '', as PTB), lower-cased, the toolkit's punctuation list removed."""
+    # heavy: nltk and pycocoevalcap, only without Java
     from nltk.tokenize import TreebankWordTokenizer
     from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
 
@@ -111,6 +113,7 @@ def python_tokenize(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable
 
 
 def _meteor(gts: dict, res: dict) -> tuple[float, list[float]]:
+    # heavy: pycocoevalcap
     from pycocoevalcap.meteor.meteor import Meteor
 
     scorer = Meteor()  # one Java process for the whole call
@@ -130,6 +133,7 @@ def score_captions(gts: Mapping[Hashable, Sequence[str]], res: Mapping[Hashable,
     ``with_meteor=False`` skips METEOR (its Java start costs seconds), e.g. for validation
     during training; it is then reported as not requested.
     """
+    # heavy: pycocoevalcap
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge

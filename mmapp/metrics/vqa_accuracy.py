@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 from mmapp.errors import DataError
 from mmapp.metrics.records import check_results
 from mmapp.metrics.report import load_json
-from mmapp.metrics.vqa_normalize import clean_whitespace, normalize_answer
+from mmapp.vqa_normalize import clean_whitespace, normalize_answer
 
 
 def accuracy_for(pred: str, gt_answers: Sequence[str]) -> float:
