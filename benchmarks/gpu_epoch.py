@@ -10,7 +10,7 @@ all random. Batches hold 256 captions in shuffled image order (an image's 5 capt
 grid used once, as mmapp's ``ByImage`` batches them) and go through mmapp's training engine
 (``train_one_epoch``: bf16 autocast, loss, backward, gradient clipping, fused Adam) on the issue's
 decoder (attention/embedding/LSTM 512, vocabulary 10,000).
-``--cuda-graphs`` trains with each step captured in a CUDA graph and replayed (``mmapp.graphed``):
+``--cuda-graphs`` trains with each step captured in a CUDA graph and replayed (``mmapp.speed.graphed``):
 batches are padded to fixed shapes (caption lengths rounded up to a multiple of ``--length-bucket``,
 image rows to ceil(batch / captions per image) + 1), the decoder runs every row through every word.
 ``--check-steps N`` first trains N steps twice on the same batches, replayed and eager, and prints how

@@ -115,14 +115,14 @@ class VQAConfig:
     coords: bool = False  # append each cell's (x, y) so glimpses carry where they looked
     count: bool = False  # add sum_p sigmoid(attention logits) per glimpse: softmax alone cannot count
     relation: bool = False  # give the classifier where each glimpse looked relative to the others
-    # with relation: read those offsets along K directions the question chooses (K numbers
+    # with relation: read those offsets along R directions the question chooses (R numbers
     # d_k(question) . offset, e.g. "left of" -> -x: positive means yes) instead of the raw offsets
     relation_gates: int = 0
     # C > 0: one more map from the attention's joint features whose summed sigmoid (a count of the
     # asked-about objects) goes to the classifier as soft bins 0..C; with attention supervision it
     # is trained to fire on those objects' centre cells (Zhang et al. 2018 count from attention)
     count_map: int = 0
-    # K > 0: the count map comes from a small convolutional head over the grid (1x1 to K channels,
+    # > 0: the count map comes from a small convolutional head over the grid (1x1 to that many channels,
     # then two 3x3), so a cell can tell an object's centre from its neighbours; 0: a score per cell
     count_context: int = 0
 

@@ -215,7 +215,7 @@ def decode_answers(model: Any, data_dir: Path, split: str, out_dir: Path, featur
         for start in range(0, len(rows), 256):
             chunk = rows[start:start + 256]
             feats = grids[torch.tensor([b for b, _ in chunk], device=grids.device)]  # (Q, P, D)
-            probs, _ = model.answer_features(feats, [vqa.questions[n].question for _, n in chunk])  # (Q, N)
+            probs, _ = model.answer_features(feats, [vqa.questions[n].question for _, n in chunk])  # (B, N)
             for (_, n), a in zip(chunk, probs.argmax(dim=-1).tolist()):
                 results.append({"question_id": vqa.questions[n].question_id, "answer": model.answer_vocab.answers[a]})
     out = {"results": write_json(out_dir / f"vqa_{split}_results.json", results), "questions": files.questions}
