@@ -103,7 +103,7 @@ def encoder_by_batch(sizes: Sizes) -> list[Figure]:
 
 def feature_extraction(sizes: Sizes, raw_ms_per_image: float | None) -> list[Figure]:
     """images/s of ``extract_features`` over COCO-sized JPEGs (decode, resize, encode, write fp16)."""
-    from mmapp.data.features import extract_features
+    from mmapp.data.feature_extraction import extract_features
 
     encoder = _encoder()
     with tempfile.TemporaryDirectory(prefix="mmapp-bench-") as tmp:

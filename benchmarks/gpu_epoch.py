@@ -10,7 +10,7 @@ all random. Batches hold 256 captions in shuffled image order (an image's 5 capt
 grid used once, as mmapp's ``ByImage`` batches them) and go through mmapp's training engine
 (``train_one_epoch``: bf16 autocast, loss, backward, gradient clipping, fused Adam) on the issue's
 decoder (attention/embedding/LSTM 512, vocabulary 10,000).
-``--cuda-graphs`` trains with each step captured in a CUDA graph and replayed (``mmapp.graphed``):
+``--cuda-graphs`` trains with each step captured in a CUDA graph and replayed (``mmapp.speed.graphed``):
 batches are padded to fixed shapes (caption lengths rounded up to a multiple of ``--length-bucket``,
 image rows to ceil(batch / captions per image) + 1), the decoder runs every row through every word.
 ``--check-steps N`` first trains N steps twice on the same batches, replayed and eager, and prints how
@@ -121,9 +121,10 @@ def batches(features, captions, lengths, per_image: int, batch: int, device: tor
 def main(argv: list[str] | None = None) -> int:
     from mmapp.config import CaptionDecoderConfig
     from mmapp.engine import Precision, train_one_epoch
-    from mmapp.graphed import GraphedTrainStep
+    from mmapp.speed.graphed import GraphedTrainStep, train_graphed_epoch
     from mmapp.losses import caption_loss
     from mmapp.models.caption_decoder import build_caption_decoder
+    from mmapp.speed.teacher_forcing import use_training_path
 
     args = parse_args(argv)
     if args.tiny:
@@ -141,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_s = time.perf_counter() - t0
 
     precision = Precision.resolve(args.amp if device.type == "cuda" else "off", device)
+    if args.cuda_graphs and args.compile:
+        raise SystemExit("--cuda-graphs and --compile are two training paths: pick one")
     if args.cuda_graphs and precision.use_scaler:
         raise SystemExit("--cuda-graphs trains in bf16 or fp32 (--amp bf16/off): fp16's GradScaler is not captured")
     bucket = args.length_bucket if args.cuda_graphs else 0
@@ -151,11 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = CaptionDecoderConfig(vocab_size=args.vocab, encoder_dim=args.dim, embed_dim=args.width,
                                    attention_dim=args.width, hidden_dim=args.width, dropout=0.5)
         model = build_caption_decoder(cfg).to(device)
-        if args.compile:
-            model.compile_step()
+        use_training_path(model, "static" if args.cuda_graphs else "compile" if args.compile else "shrink")
         fused = {"fused": True} if device.type == "cuda" or args.cuda_graphs else {}
         if args.cuda_graphs:
-            model.use_static_shapes()
             fused["capturable"] = device.type == "cuda"
         return model, torch.optim.Adam(model.parameters(), lr=4e-4, **fused)
 
@@ -170,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         return loss, stats, b["captions"].shape[0]
 
     def epoch(stream, **kw):
-        return train_one_epoch(model, stream, loss_fn, optimizer, None, device, precision, 5.0, scaler,
-                               graphed=graphed, **kw)
+        if graphed is not None:
+            return train_graphed_epoch(model, stream, graphed, None, device, **kw)
+        return train_one_epoch(model, stream, loss_fn, optimizer, None, device, precision, 5.0, scaler, **kw)
 
     steps_per_epoch = math.ceil(n_captions / args.batch)
     timed_steps = min(args.steps, steps_per_epoch - args.warmup) if args.steps else steps_per_epoch - args.warmup
@@ -232,8 +234,9 @@ def graph_check(args, features, captions, lengths, device, precision, g) -> dict
     """Train ``--check-steps`` steps twice from the same weights on the same batches (dropout off):
     replayed from CUDA graphs, and eagerly; returns the largest difference of losses and weights."""
     from mmapp.config import CaptionDecoderConfig
-    from mmapp.graphed import GraphedTrainStep
+    from mmapp.speed.graphed import GraphedTrainStep
     from mmapp.models.caption_decoder import build_caption_decoder
+    from mmapp.speed.teacher_forcing import use_training_path
 
     stream = batches(features, captions, lengths, args.captions_per_image, args.batch, device,
                      torch.Generator().manual_seed(7), args.length_bucket)
@@ -245,7 +248,7 @@ def graph_check(args, features, captions, lengths, device, precision, g) -> dict
         cfg = CaptionDecoderConfig(vocab_size=args.vocab, encoder_dim=args.dim, embed_dim=args.width,
                                    attention_dim=args.width, hidden_dim=args.width, dropout=0.0)
         model = build_caption_decoder(cfg).to(device)
-        model.use_static_shapes()
+        use_training_path(model, "static")
         optimizer = torch.optim.Adam(model.parameters(), lr=4e-4, fused=True, capturable=device.type == "cuda")
         step = GraphedTrainStep(model, caption_loss_terms_fn, optimizer, precision, 5.0, device, warmup=1,
                                 capture=capture)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from mmapp.config import CaptionDecoderConfig
-from mmapp.models.caption_decoder import RecurrentAttentionDecoder
+from mmapp.models.recurrent_decoder import RecurrentAttentionDecoder
 
 
 class Attention(nn.Module):

@@ -50,7 +50,7 @@ def stand_in_checkpoints(folder: Path) -> tuple[Path, Path]:
     import yaml
 
     from mmapp.app.examples import QUESTIONS
-    from mmapp.app.tiny import WORDS
+    from tests.support.tiny import WORDS
     from mmapp.checkpoint import save_model
     from mmapp.config import CaptionDecoderConfig, EncoderConfig, VQAConfig
     from mmapp.models.caption_decoder import build_caption_decoder

@@ -8,17 +8,23 @@ atomic: a temporary file in the same folder, fsync, then ``os.replace``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
+from mmapp.atomic import atomic_path
+from mmapp.config import CaptionDecoderConfig, EncoderConfig, VQAConfig, from_dict, to_dict
 from mmapp.errors import CheckpointError
+from mmapp.models.caption_decoder import build_caption_decoder
+from mmapp.models.encoder import build_encoder
+from mmapp.models.vqa import VQANet
 
 FORMAT = "mmapp"
 FORMAT_VERSION = 1
@@ -26,8 +32,6 @@ FORMAT_VERSION = 1
 
 def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
     """Atomically write ``tensors`` and the JSON-serialisable ``meta`` to ``path``."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for name, t in tensors.items():
@@ -35,19 +39,8 @@ def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str
             raise CheckpointError(f"refusing to write {path}: tensor {name} has NaN or infinite values")
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(meta)}
     contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(contiguous, tmp, metadata=header)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata=header)
     return path
 
 
@@ -62,8 +55,6 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 
 def _open(path: Path, with_tensors: bool, device: str = "cpu") -> tuple[dict[str, Tensor], dict]:
-    from safetensors import safe_open
-
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not path.is_file():
@@ -153,8 +144,6 @@ def save_model(path: str | Path, kind: str, head: torch.nn.Module, encoder: Any,
     or when they are random (``weights="none"``: nothing could rebuild them); frozen ImageNet weights
     come from their package.
     """
-    from mmapp.config import to_dict
-
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}")
     tensors = {f"model.{k}": v.half() if half and v.is_floating_point() else v for k, v in head.state_dict().items()}
@@ -178,8 +167,6 @@ def save_model(path: str | Path, kind: str, head: torch.nn.Module, encoder: Any,
 def load_head(path: str | Path, kind: str | None = None, device: str | torch.device = "cpu"
               ) -> tuple[torch.nn.Module, dict, dict[str, Tensor]]:
     """Rebuild the head stored in a model checkpoint: (head in eval mode, meta, all tensors)."""
-    from mmapp.config import CaptionDecoderConfig, VQAConfig, from_dict
-
     path = Path(path)
     tensors, meta = read_checkpoint(path)
     found = meta.get("kind")
@@ -189,12 +176,8 @@ def load_head(path: str | Path, kind: str | None = None, device: str | torch.dev
         raise CheckpointError(f"{path} holds a {found} model, not a {kind} model")
     try:
         if found == "captioner":
-            from mmapp.models.caption_decoder import build_caption_decoder
-
             head = build_caption_decoder(from_dict(CaptionDecoderConfig, meta["model"]))
         else:
-            from mmapp.models.vqa import VQANet
-
             head = VQANet(from_dict(VQAConfig, meta["model"]))
         weights = {k: v.float() if v.is_floating_point() else v for k, v in prefixed(tensors, "model").items()}
         head.load_state_dict(weights, strict=True)
@@ -210,9 +193,6 @@ def load_encoder(path: str | Path, meta: dict, tensors: dict[str, Tensor],
                  device: str | torch.device = "cpu") -> Any:
     """The encoder a checkpoint was trained with (package weights, or its own fine-tuned ones), ready
     for inference (BatchNorms folded into the convolutions)."""
-    from mmapp.config import EncoderConfig, from_dict
-    from mmapp.models.encoder import build_encoder
-
     cfg = from_dict(EncoderConfig, meta["encoder"])
     own = prefixed(tensors, "encoder")
     encoder = build_encoder(cfg if not own else _with_weights(cfg, "none"))
@@ -226,8 +206,6 @@ def load_encoder(path: str | Path, meta: dict, tensors: dict[str, Tensor],
 
 
 def _with_weights(cfg: Any, weights: str) -> Any:
-    import dataclasses
-
     return dataclasses.replace(cfg, weights=weights)
 
 

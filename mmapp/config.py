@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
+import yaml
+
+from mmapp.atomic import write_text
+
 T = TypeVar("T")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -111,14 +115,14 @@ class VQAConfig:
     coords: bool = False  # append each cell's (x, y) so glimpses carry where they looked
     count: bool = False  # add sum_p sigmoid(attention logits) per glimpse: softmax alone cannot count
     relation: bool = False  # give the classifier where each glimpse looked relative to the others
-    # with relation: read those offsets along K directions the question chooses (K numbers
+    # with relation: read those offsets along R directions the question chooses (R numbers
     # d_k(question) . offset, e.g. "left of" -> -x: positive means yes) instead of the raw offsets
     relation_gates: int = 0
     # C > 0: one more map from the attention's joint features whose summed sigmoid (a count of the
     # asked-about objects) goes to the classifier as soft bins 0..C; with attention supervision it
     # is trained to fire on those objects' centre cells (Zhang et al. 2018 count from attention)
     count_map: int = 0
-    # K > 0: the count map comes from a small convolutional head over the grid (1x1 to K channels,
+    # > 0: the count map comes from a small convolutional head over the grid (1x1 to that many channels,
     # then two 3x3), so a cell can tell an object's centre from its neighbours; 0: a score per cell
     count_context: int = 0
 
@@ -206,8 +210,6 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """``["train.lr=1e-3", "model.cell=gru"]`` -> nested dict. Values are parsed as YAML scalars."""
-    import yaml
-
     tree: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -233,10 +235,14 @@ def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Defaults of ``cls``, then YAML file ``path``, then ``key=value`` overrides."""
-    import yaml
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = (),
+                section: str | None = None) -> T:
+    """Defaults of ``cls``, then YAML file ``path``, then ``key=value`` overrides.
 
+    With ``section`` (e.g. ``"encoder"``) ``cls`` is one section of a run config: the file may be a
+    whole run config (its ``section:`` mapping is read) or that section alone, and overrides may be
+    written ``section.key=value`` or ``key=value``.
+    """
     data: dict[str, Any] = to_dict(cls())
     if path is not None:
         p = Path(path)
@@ -248,15 +254,17 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
             raise ValueError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(loaded, Mapping):
             raise ValueError(f"{p}: the top level must be a mapping")
+        if section is not None and any(isinstance(v, Mapping) for v in loaded.values()):
+            loaded = loaded.get(section) or {}  # a run config: take its section
         data = merge(data, loaded)
+    if section is not None:
+        overrides = [o[len(section) + 1:] if o.startswith(f"{section}.") else o for o in overrides]
     data = merge(data, parse_overrides(overrides))
-    return from_dict(cls, data)
+    return from_dict(cls, data, section or "")
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    import yaml
-
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 __all__ = [

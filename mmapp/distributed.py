@@ -1,7 +1,8 @@
-"""torchrun support: process group set-up, a resumable sharded sampler, and gathering results.
+"""Devices and torchrun: which device a process uses, process group set-up, a resumable sharded
+sampler, and gathering results.
 
-Run any training command under ``torchrun --nproc_per_node=N`` (or multi-node torchrun): NCCL on
-GPUs, gloo on CPU. Only rank 0 writes checkpoints and logs.
+Run any training command (or ``mmapp features``) under ``torchrun --nproc_per_node=N`` (or
+multi-node torchrun): NCCL on GPUs, gloo on CPU. Only rank 0 writes checkpoints and logs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
+
+from mmapp.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -44,18 +47,37 @@ def setup(device: torch.device) -> DistInfo:
     return DistInfo(rank, world_size, local_rank)
 
 
-def device_for(requested: str, info_local_rank: int) -> torch.device:
-    """The device a rank trains on: ``auto`` picks this rank's GPU when CUDA is present."""
-    from mmapp.inference import resolve_device
+def current() -> DistInfo:
+    """The process group this process has joined (one process when none)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistInfo()
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> cuda when CUDA is present, else cpu; anything else must name a usable device."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for, but CUDA is not available here")
+    return resolved
+
+
+def device_for(requested: str, local_rank: int) -> torch.device:
+    """The device a rank runs on: under torchrun, a CUDA request means this rank's GPU."""
     device = resolve_device(requested)
     if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return torch.device("cuda", info_local_rank)
+        return torch.device("cuda", local_rank)
     return device
 
 
 def barrier(info: DistInfo) -> None:
-    if info.enabled:
+    """Wait for every rank (a no-op without a process group)."""
+    if info.enabled and dist.is_initialized():
         dist.barrier()
 
 

@@ -58,21 +58,14 @@ LossFn = Callable[[nn.Module, Any], "tuple[Tensor, dict[str, float], int]"]
 def train_one_epoch(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, optimizer: torch.optim.Optimizer,
                     scheduler: Any, device: torch.device, precision: Precision, grad_clip: float,
                     scaler: Any = None, on_step: Callable[[int, dict], None] | None = None,
-                    progress: Any = None, graphed: Any = None, check_every: int = 50) -> dict[str, float]:
+                    progress: Any = None) -> dict[str, float]:
     """One pass over ``batches``. Returns mean loss, the loss terms, items/s and the step count.
 
     ``on_step(step_in_epoch, stats)`` runs after every optimizer step (e.g. periodic checkpoints).
     Raises ``NonFiniteLossError`` on a NaN/inf loss, before the optimizer touches the weights.
-
-    With ``graphed`` (a ``mmapp.graphed.GraphedTrainStep``, which then holds the loss, optimizer and
-    clipping; ``loss_fn`` is not used) the steps run without waiting for the device: losses are summed
-    there, ``on_step`` gets ``{"loss": None}``, and the progress bar's loss and the non-finite check
-    are read every ``check_every`` steps (a non-finite step never updates the weights, see
-    ``mmapp.graphed``).
+    ``mmapp.speed.graphed.train_graphed_epoch`` is the same loop over steps replayed from CUDA graphs.
     """
     model.train()
-    if graphed is not None:
-        return _train_one_epoch_graphed(batches, graphed, scheduler, device, on_step, progress, check_every)
     totals: dict[str, float] = {}
     loss_sum, items, steps = 0.0, 0, 0
     start = time.perf_counter()
@@ -114,47 +107,4 @@ def train_one_epoch(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, o
     result = {"loss": loss_sum / max(items, 1), "items_per_s": items / max(elapsed, 1e-9), "steps": steps,
               "seconds": elapsed}
     result.update({k: v / max(items, 1) for k, v in totals.items()})
-    return result
-
-
-def _train_one_epoch_graphed(batches: Iterable[Any], graphed: Any, scheduler: Any,
-                             device: torch.device, on_step: Callable[[int, dict], None] | None, progress: Any,
-                             check_every: int) -> dict[str, float]:
-    if scheduler is not None and not isinstance(graphed.optimizer.param_groups[0]["lr"], Tensor):
-        raise ValueError("a scheduler with a graphed step needs a tensor learning rate "
-                         "(torch.optim.Adam(..., lr=torch.tensor(lr))): a captured step keeps a float one")
-    loss_sum = torch.zeros((), device=device)
-    totals: dict[str, Tensor] = {}
-    items, steps, skipped_before = 0, 0, float(graphed.skipped)
-    start = time.perf_counter()
-
-    def check(step: int) -> float:
-        skipped = float(graphed.skipped) - skipped_before
-        if skipped:
-            raise NonFiniteLossError(f"the loss or its gradient became non-finite in {skipped:.0f} of the first {step} "
-                                     "steps of this epoch; those updates were skipped, training stopped and no "
-                                     "checkpoint was written from this state (lower train.lr, check the data)")
-        return float(loss_sum) / max(items, 1)
-
-    for step, batch in enumerate(batches, start=1):
-        loss, terms, count = graphed(to_device(batch, device))
-        loss_sum.add_(loss, alpha=count)
-        for k, v in terms.items():
-            totals[k] = totals[k].add_(v, alpha=count) if k in totals else v * count
-        items += count
-        steps += 1
-        if scheduler is not None:
-            scheduler.step()
-        if step % check_every == 0:
-            mean = check(step)
-            if progress is not None:
-                progress.set_postfix(loss=f"{mean:.3f}", items_s=f"{items / (time.perf_counter() - start):.0f}")
-        if progress is not None:
-            progress.update(1)
-        if on_step is not None:
-            on_step(step, {"loss": None})
-    mean = check(steps)
-    elapsed = time.perf_counter() - start
-    result = {"loss": mean, "items_per_s": items / max(elapsed, 1e-9), "steps": steps, "seconds": elapsed}
-    result.update({k: float(v) / max(items, 1) for k, v in totals.items()})
     return result

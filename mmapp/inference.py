@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from mmapp.checkpoint import load_encoder, load_head
+from mmapp.distributed import resolve_device
 from mmapp.errors import InputError
 from mmapp.images import ImageInput, load_image, preprocess
 from mmapp.ood import OODStats
@@ -35,18 +36,6 @@ def default_checkpoint(kind: str) -> Path:
 
     folder = Path(os.environ.get("MMAPP_CHECKPOINTS", Path(__file__).resolve().parents[1] / "checkpoints"))
     return folder / DEFAULT_CHECKPOINTS[kind]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} asked for, but CUDA is not available here")
-    return resolved
 
 
 def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:

@@ -49,7 +49,7 @@ class OODStats:
 
 
 def pooled_rows(array: np.ndarray, rows: list[int], chunk: int = 256) -> np.ndarray:
-    """Mean over the grid of cached rows: array (N, P, D) float16 memmap -> (len(rows), D) float32."""
+    """Mean over the grid of cached rows: array (I, P, D) float16 memmap of I images -> (len(rows), D) float32."""
     out = np.empty((len(rows), array.shape[-1]), dtype=np.float32)
     for start in range(0, len(rows), chunk):
         part = rows[start:start + chunk]
@@ -59,7 +59,7 @@ def pooled_rows(array: np.ndarray, rows: list[int], chunk: int = 256) -> np.ndar
 
 def fit_ood(train_pooled: np.ndarray, heldout_pooled: np.ndarray, quantile: float = 0.99,
             margin: float = 1.25) -> OODStats:
-    """Statistics of (N, D) training features; the threshold is ``margin`` x the ``quantile`` of
+    """Statistics of (I, D) training features; the threshold is ``margin`` x the ``quantile`` of
     held-out in-domain scores, so that nearly every in-domain image passes."""
     mean = torch.from_numpy(train_pooled.mean(axis=0))
     std = torch.from_numpy(train_pooled.std(axis=0)).clamp(min=1e-3)

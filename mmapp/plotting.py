@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from mmapp.atomic import atomic_path
+
 
 def plot_history(history: Sequence[dict], metric: str, path: str | Path) -> None:
     """Loss per epoch (train) and the validation metric, side by side, written atomically."""
-    import os
-
+    # heavy: matplotlib, only when a run draws its curves
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,8 +25,6 @@ def plot_history(history: Sequence[dict], metric: str, path: str | Path) -> None
     for ax in (ax_loss, ax_metric):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -18,13 +18,19 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
+from mmapp.atomic import write_text
 from mmapp.checkpoint import flatten_state, prefixed, read_checkpoint, unflatten_state
-from mmapp.config import save_config
+from mmapp.config import save_config, to_dict
 from mmapp.distributed import DistInfo, EpochSampler, cleanup, device_for, setup
 from mmapp.engine import NonFiniteLossError, Precision, train_one_epoch
 from mmapp.errors import CheckpointError
+from mmapp.models.recurrent_decoder import RecurrentAttentionDecoder
+from mmapp.plotting import plot_history
 from mmapp.run_config import RunConfig
+from mmapp.speed.teacher_forcing import use_training_path
 
 
 class Task(Protocol):
@@ -96,13 +102,12 @@ class Run:
         seed_everything(cfg.train.seed)
         self.task: Task = task_factory(cfg, self.device, self.info)
         self.model = self.task.model.to(self.device)
-        if cfg.train.compile:
-            head = getattr(self.model, "head", self.model)
-            compile_step = getattr(head, "compile_step", None)
-            if compile_step is None:
-                raise ValueError(f"train.compile: {type(head).__name__} has nothing to compile "
-                                 "(only the recurrent caption decoders do)")
-            compile_step()
+        head = getattr(self.model, "head", self.model)
+        if isinstance(head, RecurrentAttentionDecoder):
+            use_training_path(head, "compile" if cfg.train.compile else "shrink")
+        elif cfg.train.compile:
+            raise ValueError(f"train.compile: {type(head).__name__} has nothing to compile "
+                             "(only the recurrent caption decoders do)")
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.steps_per_epoch = -(-len(EpochSampler(len(self.task.train_set()), 0, 0, self.info.rank,
@@ -185,9 +190,6 @@ class Run:
         return {"best": self.best, "metric": self.task.metric, "epochs": self.epoch, "history": self.history}
 
     def _train_epoch(self) -> None:
-        from torch.utils.data import DataLoader
-        from tqdm import tqdm
-
         tcfg = self.cfg.train
         begin_epoch = getattr(self.task, "begin_epoch", None)
         if begin_epoch is not None:
@@ -226,8 +228,7 @@ class Run:
             self._save("best", with_state=False)
         self._save("last", with_state=True)
         if self.info.is_main:
-            _write_atomic(self.dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
-            from mmapp.plotting import plot_history
+            write_text(self.dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
 
             plot_history(self.history, self.task.metric, self.dir / "curves.png")
         shown = ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float))
@@ -239,13 +240,5 @@ class Run:
             print(message, file=sys.stderr, flush=True)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _cfg_dict(cfg: RunConfig) -> dict:
-    from mmapp.config import to_dict
-
     return to_dict(cfg)

@@ -21,6 +21,7 @@ _SPACE = re.compile(r"\s+")
 
 @lru_cache(maxsize=1)
 def _treebank():
+    # heavy: nltk, loaded on the first tokenisation
     from nltk.tokenize import TreebankWordTokenizer
 
     return TreebankWordTokenizer()

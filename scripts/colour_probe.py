@@ -64,7 +64,7 @@ def probe(train_x: np.ndarray, train_y: list[str], val_x: np.ndarray, val_y: lis
 
 
 def main() -> None:
-    from mmapp.data.features import FeatureCache
+    from mmapp.data.feature_cache import FeatureCache
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="a shapes dataset folder")

@@ -310,7 +310,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from mmapp.config import load_config
-    from mmapp.data.features import FeatureCache
+    from mmapp.data.feature_cache import FeatureCache
     from mmapp.inference import Captioner
     from mmapp.run_config import RunConfig
     from mmapp.tasks.caption import CaptionTask

@@ -6,7 +6,7 @@ Both grids are 14x14 (P = 196) from the same EfficientNet-Lite0:
 * ``joined@224``: ``encoder.grid=joined encoder.input_size=224``, D = 112 + 1280 = 1392;
 * ``last@448``:   ``encoder.grid=last   encoder.input_size=448``, D = 1280.
 
-For each grid the script (1) times feature extraction (``mmapp.data.features.extract_features``, the
+For each grid the script (1) times feature extraction (``mmapp.data.feature_extraction.extract_features``, the
 code behind ``mmapp features``: decode, resize, encoder, float16 write; no decoding workers, so the
 torch threads are all it uses) on the same ``--timing-images`` training images after a warm-up,
 best of ``--timing-repeats``; (2) builds a feature cache of the first N training and M validation
@@ -79,7 +79,7 @@ def time_extraction(images: list[dict], root: Path, encoder: Any, scratch: Path,
                     device: str, repeats: int) -> dict[str, float]:
     """Best-of-``repeats`` images/s of ``extract_features`` on ``images`` (a fresh cache each time,
     after a warm-up forward pass); a busy machine only slows a run down, so the best is the fairest."""
-    from mmapp.data.features import extract_features
+    from mmapp.data.feature_extraction import extract_features
 
     s = encoder.cfg.input_size
     encoder = encoder.eval().to(device)
@@ -102,7 +102,7 @@ def build_cache(data: Path, images: dict[str, list[dict]], encoder: Any, out: Pa
                 device: str, quiet: bool) -> tuple[Any, dict | None]:
     """A feature cache of the given train/val images (keys ``<split>/<file name>`` and image ids);
     resumed or reused when ``out`` already holds it. Returns (cache, extraction stats)."""
-    from mmapp.data.features import extract_features
+    from mmapp.data.feature_extraction import extract_features
 
     paths, keys, ids = [], [], []
     for split, ims in images.items():
@@ -249,7 +249,7 @@ def write_doc(path: Path, results: dict[str, dict], setup: dict[str, Any]) -> No
         "",
         "## How it is measured",
         "",
-        f"- Extraction: `mmapp.data.features.extract_features` (what `mmapp features` runs: JPEG decode, bicubic "
+        f"- Extraction: `mmapp.data.feature_extraction.extract_features` (what `mmapp features` runs: JPEG decode, bicubic "
         f"resize, EfficientNet-Lite0 forward, float16 write), batch {setup['batch_size']}, no decoding workers, "
         f"on the same first {setup['timing_images']} training images for both grids, after a warm-up forward "
         f"pass; best of {setup['timing_repeats']} runs (all runs, images/s: "

@@ -20,6 +20,7 @@ from typing import Any
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.support.tiny: the random-weight checkpoints for --tiny
 
 
 def free_port() -> int:
@@ -73,7 +74,7 @@ def drive_app(page: Any, url: str, image: Path, question: str, screenshot: Path 
 
 def default_image() -> Path:
     from mmapp.app.examples import scene_examples
-    from mmapp.app.tiny import write_scene
+    from tests.support.tiny import write_scene
 
     scenes = scene_examples()
     return scenes[0] if scenes else write_scene(Path(tempfile.mkdtemp()) / "scene.png", seed=3)
@@ -91,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from mmapp.app.tiny import make_tiny_checkpoints
     from mmapp.app.ui import build_demo, launch_demo
     from mmapp.inference import Captioner, VQAModel, default_checkpoint
+    from tests.support.tiny import make_tiny_checkpoints
 
     if args.tiny:
         cap_path, vqa_path = make_tiny_checkpoints(Path(tempfile.mkdtemp()))

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from mmapp.config import CaptionDecoderConfig
-from mmapp.models.caption_decoder import CaptionDecoder, build_caption_decoder
+from mmapp.models.caption_decoder import build_caption_decoder
+from mmapp.models.decoder_base import CaptionDecoder
 
 FIRST_WORD_ID = 4  # ids below are <pad>, <start>, <end>, <unk>: synthetic captions use real words only
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from mmapp.app.service import AppService
-from mmapp.app.tiny import make_tiny_checkpoints, write_scene
+from tests.support.tiny import make_tiny_checkpoints, write_scene
 from mmapp.inference import Captioner, VQAModel
 
 gradio_client = pytest.importorskip("gradio_client")

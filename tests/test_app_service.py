@@ -17,7 +17,7 @@ from mmapp.app.models_panel import model_card
 from mmapp.app.overlay import heatmap_overlay, smooth_map, word_overlays
 from mmapp.app.service import (AppService, as_json, check_beam_size, check_domain, check_question, ood_message,
                                open_upload)
-from mmapp.app.tiny import make_tiny_checkpoints, write_scene
+from tests.support.tiny import make_tiny_checkpoints, write_scene
 from mmapp.errors import ImageError, InputError
 from mmapp.inference import Captioner, VQAModel
 from mmapp.ood import OODStats

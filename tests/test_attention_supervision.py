@@ -20,9 +20,10 @@ from mmapp.data.shapes.text import object_mentions
 from mmapp.data.vqa_regions import glimpse_regions
 from mmapp.data.vqa_v2 import VQAQuestion, load_vqa
 from mmapp.errors import DataError
+from mmapp.grid_cells import box_cells
 from mmapp.losses import attention_grounding_loss, count_map_loss
+from mmapp.metrics.grounding import pointing_hit
 from mmapp.models.vqa import soft_count_bins
-from mmapp.metrics.grounding import box_cells, pointing_hit
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "datasets" / "shapes_sample"

@@ -23,7 +23,7 @@ def _screenshot_module():
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    from mmapp.app.tiny import make_tiny_checkpoints
+    from tests.support.tiny import make_tiny_checkpoints
     from mmapp.app.ui import build_demo, launch_demo
     from mmapp.inference import Captioner, VQAModel
 
@@ -42,7 +42,7 @@ def test_caption_and_answer_in_chromium(app_url):
         pytest.skip("chromium not installed: the browser test did not run (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
-    from mmapp.app.tiny import write_scene
+    from tests.support.tiny import write_scene
 
     shot = _screenshot_module()
     url, folder = app_url

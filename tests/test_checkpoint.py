@@ -167,7 +167,7 @@ def test_loading_the_wrong_kind_of_model(captioner_checkpoint, vqa_checkpoint) -
 
 
 def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch) -> None:
-    import safetensors.torch
+    import mmapp.checkpoint
 
     path = save_checkpoint(tmp_path / "model.safetensors", {"w": torch.ones(4)}, {"version": "old"})
     old_bytes = path.read_bytes()
@@ -176,7 +176,7 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch) -> None:
         Path(filename).write_bytes(b"half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", failing_save_file)
+    monkeypatch.setattr(mmapp.checkpoint, "save_file", failing_save_file)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, {"w": torch.zeros(4)}, {"version": "new"})
     assert path.read_bytes() == old_bytes

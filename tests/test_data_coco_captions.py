@@ -16,7 +16,8 @@ from mmapp.data.coco_captions import (CaptionDataset, CaptionEvalDataset, build_
                                       image_files_from_json, load_caption_images, load_coco_captions,
                                       load_karpathy_split)
 from mmapp.data.collate import collate_caption_eval, collate_captions, pad_sequences
-from mmapp.data.features import FeatureCache, extract_features
+from mmapp.data.feature_cache import FeatureCache
+from mmapp.data.feature_extraction import extract_features
 from mmapp.errors import DataError
 from mmapp.vocab import SPECIALS, Vocab
 

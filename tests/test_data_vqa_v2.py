@@ -13,7 +13,7 @@ import torch
 
 from mmapp.config import EncoderConfig
 from mmapp.data.collate import collate_vqa
-from mmapp.data.features import extract_features
+from mmapp.data.feature_extraction import extract_features
 from mmapp.data.vqa_v2 import (VQADataset, build_answer_vocab, build_question_vocab, coco_image_file,
                                load_vqa, soft_targets)
 from mmapp.errors import DataError

@@ -18,7 +18,8 @@ from mmapp.config import CaptionDecoderConfig
 from mmapp.errors import InputError
 from mmapp.inference import Captioner, VQAModel
 from mmapp.losses import caption_loss
-from mmapp.models.caption_decoder import CaptionDecoder, build_caption_decoder
+from mmapp.models.caption_decoder import build_caption_decoder
+from mmapp.models.decoder_base import CaptionDecoder
 from mmapp.models.decoding import beam_search, greedy_search
 from mmapp.models.transformer_decoder import TransformerDecoder, sinusoidal_positions
 
@@ -258,7 +259,7 @@ def test_checkpoint_round_trip_gives_identical_captions(cell: str, layers: int, 
 
 @pytest.fixture(scope="module")
 def tiny_vqa_path(tmp_path_factory):
-    from mmapp.app.tiny import make_tiny_checkpoints
+    from tests.support.tiny import make_tiny_checkpoints
 
     return make_tiny_checkpoints(tmp_path_factory.mktemp("app"))[1]
 
@@ -291,35 +292,4 @@ def test_a_checkpoint_of_every_variant_loads_in_the_app(cell: str, tmp_path, mak
     attention = np.asarray(data["attention"])
     assert attention.shape == (len(expected.tokens), *captioner.grid)
     assert np.allclose(attention.sum(axis=(1, 2)), 1.0, atol=1e-3)
-
-
-RECURRENT = [(cell, layers) for cell, layers in VARIANTS if cell != "transformer"]
-
-
-@pytest.mark.parametrize("cell, layers", RECURRENT)
-def test_compiled_training_path_equals_shrinking_forward(cell: str, layers: int) -> None:
-    """compile_step() trains every row through every step and zeroes the padded steps: the same logits,
-    attention and gradients as the shrinking forward. The compiled update is stood in for by the plain
-    one (compiling is torch's job and slow on CPU); what is tested is the padded path and its mask."""
-    plain = make_decoder(cell, layers, dropout=0.0)
-    padded = make_decoder(cell, layers, dropout=0.0)
-    padded.compile_step()
-    assert padded._compiled_advance is not None
-    padded._compiled_advance = padded._advance
-    features, image_index = features_for(2, 2), torch.tensor([0, 0, 1, 1])
-    inputs = torch.tensor([[START, 5, 6, 7, 8, 9], [START, 5, END, PAD, PAD, PAD],
-                           [START, 4, 4, END, PAD, PAD], [START, END, PAD, PAD, PAD, PAD]])
-    outputs = []
-    for decoder in (plain, padded):
-        logits, alphas = decoder(features, inputs, image_index)
-        (logits.square().sum() + alphas.sum(1).square().sum()).backward()
-        outputs.append((logits, alphas, {n: p.grad.clone() for n, p in decoder.named_parameters()}))
-    (logits, alphas, grads), (p_logits, p_alphas, p_grads) = outputs
-    assert torch.allclose(p_logits, logits, atol=1e-5) and torch.allclose(p_alphas, alphas, atol=1e-6)
-    assert p_logits[3, 1:].abs().sum() == 0 and p_alphas[1, 2:].abs().sum() == 0  # padded steps are zero
-    for name, grad in grads.items():
-        assert torch.allclose(p_grads[name], grad, atol=1e-5), name
-
-    with torch.no_grad():  # decoding and evaluation keep the shrinking forward and step()
-        assert torch.equal(padded(features, inputs, image_index)[0], plain(features, inputs, image_index)[0])
 

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from mmapp.config import CaptionDecoderConfig
-from mmapp.models.caption_decoder import CaptionDecoder, State, build_caption_decoder
+from mmapp.models.caption_decoder import build_caption_decoder
+from mmapp.models.decoder_base import CaptionDecoder, State
 from mmapp.models.decoding import Decoded, beam_search, greedy_search
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -80,7 +80,7 @@ def coco_cache(tmp_path_factory) -> Path:
 def test_torchrun_two_processes_on_cpu(tmp_path, coco_cache):
     from mmapp.checkpoint import read_checkpoint
     from mmapp.data.coco_captions import load_coco_captions
-    from mmapp.data.features import FeatureCache
+    from mmapp.data.feature_cache import FeatureCache
     from mmapp.inference import Captioner
     from mmapp.metrics.caption_metrics import score_captions
 

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from mmapp.config import EncoderConfig
-from mmapp.data import features as F
-from mmapp.data.features import FeatureCache, extract_features, shard_rows
+from mmapp.data import feature_extraction as F
+from mmapp.data.feature_cache import FeatureCache
+from mmapp.data.feature_extraction import extract_features, shard_rows
+from mmapp.distributed import DistInfo
 from mmapp.errors import DataError
 
 COCO = Path(__file__).resolve().parents[1] / "datasets" / "fixtures" / "coco"
@@ -152,17 +154,17 @@ def test_shard_rows_cover_all_rows_once():
 def test_ranks_write_their_shards_of_one_file(encoder, reference, tmp_path, monkeypatch):
     """Simulated 2-rank run (barriers are no-ops without torch.distributed): rank 0 creates the
     files and encodes rows 0, 2, 4; rank 1 encodes rows 1, 3; the result equals one process."""
-    monkeypatch.setattr(F, "_dist_info", lambda: (0, 2))
+    monkeypatch.setattr(F, "current", lambda: DistInfo(0, 2))
     rank0 = CountingEncoder(encoder)
     with pytest.raises(DataError, match="some rows were not written"):  # rank 1 has not run yet
         extract_features(PATHS, KEYS, rank0, tmp_path, batch_size=2, image_ids=IDS, progress=False)
     assert rank0.images == 3 and F._load_done(tmp_path, 5).tolist() == [True, False, True, False, True]
-    monkeypatch.setattr(F, "_dist_info", lambda: (1, 2))
+    monkeypatch.setattr(F, "current", lambda: DistInfo(1, 2))
     rank1 = CountingEncoder(encoder)
     with pytest.raises(DataError, match="did not finish"):  # a real rank 1 would wait at the barrier
         extract_features(PATHS, KEYS, rank1, tmp_path, batch_size=2, image_ids=IDS, progress=False)
     assert rank1.images == 2 and F._load_done(tmp_path, 5).all()
-    monkeypatch.setattr(F, "_dist_info", lambda: (0, 1))
+    monkeypatch.setattr(F, "current", lambda: DistInfo(0, 1))
     last = CountingEncoder(encoder)
     cache = extract_features(PATHS, KEYS, last, tmp_path, image_ids=IDS, progress=False)
     assert last.images == 0  # every row was already written by one of the ranks

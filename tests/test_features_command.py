@@ -12,7 +12,7 @@ import pytest
 from mmapp.cli import main
 from mmapp.commands.features import encoder_config_from, list_images
 from mmapp.config import EncoderConfig
-from mmapp.data.features import FeatureCache
+from mmapp.data.feature_cache import FeatureCache
 
 COCO = Path(__file__).resolve().parents[1] / "datasets" / "fixtures" / "coco"
 ARGS = ["encoder.weights=none", "encoder.input_size=64", "--quiet"]

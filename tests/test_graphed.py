@@ -1,4 +1,4 @@
-"""Graphed training steps (``mmapp.graphed``) on the CPU: the step a CUDA graph records is checked here
+"""Graphed training steps (``mmapp.speed.graphed``) on the CPU: the step a CUDA graph records is checked here
 against the plain engine (same losses, same weights), its non-finite guard (the update is skipped on
 the device, the epoch then stops), and its bookkeeping (which shapes run eagerly, which are replayed,
 the batch copied into the graph's buffers) with a stand-in for the graph. That a real capture replays
@@ -14,9 +14,10 @@ import torch
 from mmapp.config import CaptionDecoderConfig
 from mmapp.engine import Precision, train_one_epoch
 from mmapp.errors import NonFiniteLossError
-from mmapp.graphed import GraphedTrainStep, batch_key
 from mmapp.losses import caption_loss, caption_loss_terms
 from mmapp.models.caption_decoder import build_caption_decoder
+from mmapp.speed.graphed import GraphedTrainStep, batch_key, train_graphed_epoch
+from mmapp.speed.teacher_forcing import use_training_path
 from mmapp.vocab import Vocab
 
 CPU = torch.device("cpu")
@@ -63,23 +64,6 @@ def _adam(model):
     return torch.optim.Adam(model.parameters(), lr=0.01, fused=True)
 
 
-def test_static_shapes_forward_gives_the_same_loss_and_steps() -> None:
-    model, batch = _decoder(), _batch(1)
-    targets = batch["captions"][:, 1:]
-    shrinking = model(batch["visual"], batch["captions"][:, :-1], batch["image_index"])
-    model.use_static_shapes()
-    static = model(batch["visual"], batch["captions"][:, :-1], batch["image_index"])
-    real = targets.ne(Vocab.pad_id)  # (B, T): the steps whose targets are words or <end>
-    assert (~real).any() and real.any()
-    for a, b in zip(shrinking, static):
-        torch.testing.assert_close(a[real], b[real], rtol=1e-5, atol=1e-6)
-    assert static[0][~real].abs().sum() > 0  # padded steps were computed, not zeroed (no host sync)
-    assert caption_loss(*static, targets, Vocab.pad_id, 0.5)[0].item() == pytest.approx(
-        caption_loss(*shrinking, targets, Vocab.pad_id, 0.5)[0].item(), rel=1e-6)
-    with torch.no_grad():  # evaluation keeps the zeroed padding
-        assert model(batch["visual"], batch["captions"][:, :-1], batch["image_index"])[0][~real].abs().sum() == 0
-
-
 def test_graphed_step_trains_like_the_plain_engine() -> None:
     batches = [_batch(s) for s in range(4)]
     plain = _decoder()
@@ -87,9 +71,9 @@ def test_graphed_step_trains_like_the_plain_engine() -> None:
     plain_stats = train_one_epoch(plain, batches, _plain, plain_opt, None, CPU, OFF, 0.5)
 
     graphed_model = _decoder()
-    graphed_model.use_static_shapes()
+    use_training_path(graphed_model, "static")
     step = GraphedTrainStep(graphed_model, _terms, _adam(graphed_model), OFF, 0.5, CPU)
-    stats = train_one_epoch(graphed_model, batches, None, step.optimizer, None, CPU, OFF, 0.5, graphed=step)
+    stats = train_graphed_epoch(graphed_model, batches, step, None, CPU)
 
     for name in ("loss", "xent", "att_penalty"):
         assert stats[name] == pytest.approx(plain_stats[name], rel=1e-5), name
@@ -102,7 +86,7 @@ def test_graphed_step_trains_like_the_plain_engine() -> None:
 
 def test_a_non_finite_step_leaves_weights_and_moments_alone_and_stops_the_epoch() -> None:
     model = _decoder()
-    model.use_static_shapes()
+    use_training_path(model, "static")
     step = GraphedTrainStep(model, _terms, _adam(model), OFF, 0.5, CPU)
     step(_batch(0))
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -119,8 +103,7 @@ def test_a_non_finite_step_leaves_weights_and_moments_alone_and_stops_the_epoch(
     step(_batch(2))  # a finite step afterwards updates again
     assert not torch.equal(model.output.weight, before["output.weight"])
     with pytest.raises(NonFiniteLossError, match="1 of the first 3 steps"):
-        train_one_epoch(model, [_batch(3), bad, _batch(4)], None, step.optimizer, None, CPU, OFF, 0.5,
-                        graphed=step, check_every=50)
+        train_graphed_epoch(model, [_batch(3), bad, _batch(4)], step, None, CPU, check_every=50)
 
 
 class _StandInGraph:
@@ -140,7 +123,7 @@ class _StandInGraph:
 
 def test_shapes_run_eagerly_until_seen_warmup_times_then_replay_with_the_new_batch(monkeypatch) -> None:
     model = _decoder()
-    model.use_static_shapes()
+    use_training_path(model, "static")
     step = GraphedTrainStep(model, _terms, _adam(model), OFF, 0.5, CPU, warmup=2)
     step.capture = True  # as on a GPU, with the graph stood in for
 
@@ -152,7 +135,7 @@ def test_shapes_run_eagerly_until_seen_warmup_times_then_replay_with_the_new_bat
 
     monkeypatch.setattr(step, "_capture", capture)
     reference = _decoder()
-    reference.use_static_shapes()
+    use_training_path(reference, "static")
     ref_step = GraphedTrainStep(reference, _terms, _adam(reference), OFF, 0.5, CPU)
     short, long = [_batch(s, length=7) for s in range(5)], [_batch(10 + s, length=9) for s in range(3)]
     plan = [short[0], long[0], short[1], short[2], short[3], long[1], long[2], short[4]]
@@ -177,4 +160,4 @@ def test_what_a_graphed_step_refuses() -> None:
     step = GraphedTrainStep(model, _terms, _adam(model), OFF, 1.0, CPU)
     scheduler = torch.optim.lr_scheduler.LambdaLR(step.optimizer, lambda s: 1.0)
     with pytest.raises(ValueError, match="tensor learning rate"):
-        train_one_epoch(model, [_batch(0)], None, step.optimizer, scheduler, CPU, OFF, 1.0, graphed=step)
+        train_graphed_epoch(model, [_batch(0)], step, scheduler, CPU)

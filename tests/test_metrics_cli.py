@@ -77,10 +77,10 @@ def test_checkpoint_calls_decode_split(monkeypatch: pytest.MonkeyPatch, tmp_path
         calls.append(kwargs)
         return {"results": FIX / "vqa_results_tiny.json", "annotations": FIX / "vqa_annotations_tiny.json"}
 
-    fake = types.ModuleType("mmapp.evaluate")
-    fake.__spec__ = importlib.machinery.ModuleSpec("mmapp.evaluate", None)
+    fake = types.ModuleType("mmapp.decode_split")
+    fake.__spec__ = importlib.machinery.ModuleSpec("mmapp.decode_split", None)
     fake.decode_split = decode_split
-    monkeypatch.setitem(sys.modules, "mmapp.evaluate", fake)
+    monkeypatch.setitem(sys.modules, "mmapp.decode_split", fake)
     rc = main(["eval", "vqa", "--checkpoint", str(tmp_path / "c.pt"), "--data", str(tmp_path), "--split", "val"])
     assert rc == 0
     assert calls == [{"task": "vqa", "checkpoint": tmp_path / "c.pt", "data_dir": tmp_path, "split": "val",

@@ -10,7 +10,7 @@ import pytest
 
 from mmapp.errors import DataError
 from mmapp.metrics.vqa_accuracy import accuracy_for, vqa_accuracy, vqa_accuracy_files
-from mmapp.metrics.vqa_normalize import (normalize_answer, process_digit_article, process_punctuation,
+from mmapp.vqa_normalize import (normalize_answer, process_digit_article, process_punctuation,
                                          soft_score)
 
 FIX = Path(__file__).parent / "fixtures_metrics"

@@ -26,6 +26,7 @@ from benchmarks.reference import (PARAMETER_MAP, DecoderWithAttention,  # noqa: 
                                   caption_image_beam_search, to_mmapp, tutorial_loss)
 from mmapp.losses import caption_loss  # noqa: E402
 from mmapp.models.decoding import beam_search  # noqa: E402
+from mmapp.speed.teacher_forcing import all_steps_forward, shrinking_forward  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -175,8 +176,8 @@ def test_shrinking_batch_equals_every_row_through_every_step(cell: str, layers: 
     image_index = torch.tensor([0, 0, 1, 2, 2, 2, 3, 1, 0, 3, 3]) if grouped else None
     features = torch.randn(4 if grouped else 11, 6, D)
 
-    logits, alphas = decoder(features, inputs, image_index)
-    full_logits, full_alphas = decoder._forward_all_steps(features, inputs, image_index)
+    logits, alphas = shrinking_forward(decoder, features, inputs, image_index)
+    full_logits, full_alphas = all_steps_forward(decoder, features, inputs, image_index)
     decoded = inputs.ne(PAD) & inputs.ne(END)  # steps that read <start> or a word
     assert decoded.sum() < decoded.numel()  # the batch did shrink
     assert torch.allclose(logits[decoded], full_logits[decoded], atol=1e-5)

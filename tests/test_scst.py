@@ -11,7 +11,8 @@ import torch
 from mmapp.config import CaptionDecoderConfig
 from mmapp.data.shapes.text import mentioned_objects
 from mmapp.metrics.cider_reward import CiderD
-from mmapp.models.caption_decoder import RecurrentAttentionDecoder
+from mmapp.models.recurrent_decoder import RecurrentAttentionDecoder
+from mmapp.speed.teacher_forcing import all_steps_forward
 from mmapp.models.decoding import sample
 from mmapp.tasks.self_critical import CaptionReward, self_critical_loss
 from mmapp.vocab import Vocab
@@ -61,7 +62,7 @@ def test_sampled_log_probabilities_are_the_decoders_own_and_carry_a_gradient():
     # teacher forcing on the drawn words gives the same log-probabilities
     inputs = torch.cat([torch.ones(R, 1, dtype=torch.long), drawn.tokens[:, :-1]], dim=1)
     with torch.no_grad():
-        logits, _ = decoder._forward_all_steps(features.repeat_interleave(4, dim=0), inputs, None)
+        logits, _ = all_steps_forward(decoder, features.repeat_interleave(4, dim=0), inputs, None)
     logits[..., [0, 1]] = float("-inf")
     expected = logits.log_softmax(-1).gather(2, drawn.tokens.unsqueeze(-1)).squeeze(-1)
     free = drawn.mask.clone()

@@ -15,6 +15,7 @@ __all__ = ["build_demo", "launch_demo"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
+        # heavy: gradio; importing mmapp.app must not load it
         from mmapp.app import ui
 
         return getattr(ui, name)

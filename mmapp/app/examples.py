@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
+
+from mmapp.atomic import atomic_path
+from mmapp.data.objects.real_photos import load_photo, read_photo_specs
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,6 @@ def photo_examples(folder: Path | None = None) -> list[Path]:
     files in ``folder`` (written on first use, atomically); photos of things the models know first."""
     folder = folder or cache_dir()
     try:
-        from mmapp.data.objects.real_photos import load_photo, read_photo_specs
-
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
         for spec in sorted(read_photo_specs(), key=lambda s: not s.known):
@@ -51,10 +51,8 @@ def photo_examples(folder: Path | None = None) -> list[Path]:
                     image = load_photo(spec)
                 except LookupError:
                     continue  # its package is not installed
-                fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-                os.close(fd)
-                image.save(tmp)
-                os.replace(tmp, path)
+                with atomic_path(path) as tmp:
+                    image.save(tmp, format="PNG")
             paths.append(path)
         return paths
     except Exception as e:  # noqa: BLE001 - examples are a convenience: the app works without them

@@ -44,6 +44,7 @@ def smooth_map(attention: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def heatmap_overlay(image: Image.Image, attention: np.ndarray, colormap: str = "jet",
                     max_opacity: float = 0.6) -> Image.Image:
     """The image with ``attention`` (H, W) blended over it as a smooth heat map (same size as ``image``)."""
+    # heavy: matplotlib, for the colour map only
     from matplotlib import colormaps
 
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (h, w, 3)

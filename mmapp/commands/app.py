@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 DESCRIPTION = """Serve the web app: upload an image, read its caption with per-word attention maps, ask
 questions and get the top-5 answers with the question's attention map. Also serves the API endpoints
@@ -32,8 +33,7 @@ def _missing_checkpoint(kind: str, flag: str, path: object) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    # heavy: torch; the CLI imports every command to build --help
     from mmapp.inference import default_checkpoint
 
     if args.max_batch_size < 1:
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         if not paths[kind].is_file():
             return _missing_checkpoint(kind, flag, paths[kind])
 
+    # heavy: gradio and torch, only when the app is served
     from mmapp.app.ui import build_demo, launch_demo  # sets GRADIO_ANALYTICS_ENABLED before gradio loads
     from mmapp.inference import Captioner, VQAModel
 

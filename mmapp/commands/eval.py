@@ -1,4 +1,4 @@
-"""``mmapp eval caption|vqa``: score official-format results files (or, once ``mmapp/evaluate.py``
+"""``mmapp eval caption|vqa``: score official-format results files (or, once ``mmapp/decode_split.py``
 exists, decode a split with a checkpoint first) and write ``metrics.json`` + ``metrics.md``."""
 
 from __future__ import annotations
@@ -6,6 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+
+from mmapp.errors import InputError
+from mmapp.metrics import report
+from mmapp.metrics.caption_metrics import score_results_file
+from mmapp.metrics.vqa_accuracy import vqa_accuracy_files
 
 CAPTION_HELP = """Score captions with the COCO caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D; SPICE
 is reported unavailable offline). RESULTS is a COCO results file [{"image_id", "caption"}];
@@ -50,9 +55,9 @@ def register(subparsers: Any) -> None:
 
 
 def _decode_first(args: argparse.Namespace) -> dict[str, Path]:
-    """Decode ``--split`` of ``--data`` with ``--checkpoint`` (``mmapp.evaluate.decode_split``)."""
-    from mmapp.errors import InputError
-    from mmapp.evaluate import decode_split
+    """Decode ``--split`` of ``--data`` with ``--checkpoint`` (``mmapp.decode_split.decode_split``)."""
+    # heavy: torch, only when a checkpoint decodes a split
+    from mmapp.decode_split import decode_split
 
     if args.data is None:
         raise InputError("--checkpoint needs --data DIR (the dataset folder to decode)")
@@ -65,9 +70,6 @@ def _decode_first(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmapp.errors import InputError
-    from mmapp.metrics import report
-
     if (args.results is None) == (args.checkpoint is None):
         raise InputError("give exactly one of --results RES.json or --checkpoint CKPT")
     inputs: dict[str, Path | None] = {"results": args.results, "annotations": args.annotations}
@@ -80,14 +82,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--annotations is required")
 
     if args.task == "caption":
-        from mmapp.metrics.caption_metrics import score_results_file
-
         metrics = score_results_file(inputs["results"], inputs["annotations"])
         markdown = report.caption_markdown(metrics)
         missing = metrics["num_missing"], "annotated images"
     else:
-        from mmapp.metrics.vqa_accuracy import vqa_accuracy_files
-
         metrics = vqa_accuracy_files(inputs["results"], inputs.get("questions"), inputs["annotations"])
         markdown = report.vqa_markdown(metrics)
         missing = metrics["num_missing"], "annotated questions"

@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mmapp.config import EncoderConfig, load_config
+from mmapp.data.fields import read_json
+from mmapp.errors import DataError, InputError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 COCO_NAME = re.compile(r"COCO_[A-Za-z]+\d*_(\d{12})\.\w+$")
 
@@ -55,31 +59,13 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def encoder_config_from(path: Path | None, overrides: list[str]):
+def encoder_config_from(path: Path | None, overrides: list[str]) -> EncoderConfig:
     """Default EncoderConfig <- YAML file (top level or its 'encoder:' section) <- overrides."""
-    import yaml
-
-    from mmapp.config import EncoderConfig, from_dict, merge, parse_overrides, to_dict
-
-    data = to_dict(EncoderConfig())
-    if path is not None:
-        if not path.is_file():
-            raise FileNotFoundError(2, "config file not found", str(path))
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: the top level must be a mapping")
-        if any(isinstance(v, dict) for v in loaded.values()):  # a run config: take its encoder section
-            loaded = loaded.get("encoder") or {}
-        data = merge(data, loaded)
-    stripped = [o[len("encoder."):] if o.startswith("encoder.") else o for o in overrides]
-    data = merge(data, parse_overrides(stripped))
-    return from_dict(EncoderConfig, data, "encoder")
+    return load_config(EncoderConfig, path, overrides, section="encoder")
 
 
 def list_images(images_dir: Path, list_file: Path | None) -> tuple[list[Path], list[str], list[int | None]]:
     """(paths, keys relative to ``images_dir``, image ids or None) of the images to encode."""
-    from mmapp.errors import DataError
-
     if not images_dir.is_dir():
         raise DataError(f"--images {images_dir}: not a folder")
     if list_file is None:
@@ -94,13 +80,12 @@ def list_images(images_dir: Path, list_file: Path | None) -> tuple[list[Path], l
         keys = [ln for ln in lines if ln and not ln.startswith("#")]
         ids = [int(m.group(1)) if (m := COCO_NAME.search(k)) else None for k in keys]
         return [images_dir / k for k in keys], keys, ids
-    from mmapp.data.coco_captions import image_files_from_json, read_json
-    from mmapp.data.vqa_v2 import coco_image_file
+    # heavy: the dataset modules load torch; the CLI imports every command to build --help
+    from mmapp.data.coco_captions import image_files_from_json
+    from mmapp.data.vqa_v2 import coco_image_file, load_vqa
 
     data = read_json(list_file)
     if isinstance(data, dict) and "questions" in data and "images" not in data:
-        from mmapp.data.vqa_v2 import load_vqa
-
         split = load_vqa(list_file)
         if not split.data_subtype:
             raise DataError(f"{list_file}: no 'data_subtype' to name the COCO image files by")
@@ -116,39 +101,21 @@ def list_images(images_dir: Path, list_file: Path | None) -> tuple[list[Path], l
     return [images_dir / k for k in keys], keys, list(ids)
 
 
-def _setup_device(name: str):
-    """(device, whether this call started torch.distributed)."""
-    import torch
-
-    started = False
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and name != "cpu" else "gloo"
-        torch.distributed.init_process_group(backend)
-        started = True
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and torch.distributed.is_initialized():
-        name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device, started
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
+    # heavy: torch and the encoder load only when this command runs
+    import torch.distributed as dist
 
-    from mmapp.data.features import extract_features
-    from mmapp.errors import InputError
+    from mmapp.data.feature_extraction import extract_features
+    from mmapp.distributed import cleanup, device_for, setup
     from mmapp.models.encoder import build_encoder
 
     if args.batch_size < 1 or args.workers < 0:
         raise InputError("--batch-size must be >= 1 and --workers >= 0")
     cfg = encoder_config_from(args.encoder_config, args.overrides)
     paths, keys, ids = list_images(args.images, args.list)
-    device, started = _setup_device(args.device)
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    device = device_for(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    started = not dist.is_initialized()
+    info = setup(device)
     try:
         encoder = build_encoder(cfg).fold_batchnorm()  # inference only: BatchNorms folded, ~25 % faster
         cache = extract_features(paths, keys, encoder, args.out, batch_size=args.batch_size, device=device,
@@ -156,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
                                  progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
     finally:
         if started:
-            torch.distributed.destroy_process_group()
-    if rank != 0:
+            cleanup(info)
+    if not info.is_main:
         return 0
     h, w = cache.grid_size
     size_gb = len(cache) * h * w * cache.dim * 2 / 1e9

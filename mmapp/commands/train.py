@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
+
+from mmapp.config import load_config
+from mmapp.run_config import RunConfig
 
 EPILOG = """\
 Configuration: defaults (mmapp/run_config.py), then --config FILE (YAML), then key=value overrides,
@@ -29,11 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
-
-    from mmapp.config import load_config
-    from mmapp.run_config import RunConfig
+    # heavy: torch; the CLI imports every command to build --help
     from mmapp.trainer import Run
 
     overrides = [f"task={args.task}", *args.overrides]
@@ -48,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"out={args.out}")
     cfg = load_config(RunConfig, config_file, overrides)
     if args.task == "caption":
+        # heavy: torch and the task's data loaders
         from mmapp.tasks.caption import CaptionTask as task
     else:
+        # heavy: torch and the task's data loaders
         from mmapp.tasks.vqa import VQATask as task
     result = Run(cfg, task, resume=bool(args.resume), quiet=args.quiet).fit()
     if not args.quiet and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports, once

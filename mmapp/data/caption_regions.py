@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from mmapp.data.mentions import load_scene_objects
-from mmapp.metrics.grounding import box_cells
+from mmapp.grid_cells import box_cells
 
 
 class CaptionRegions:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -27,7 +26,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmapp.config import EncoderConfig
-from mmapp.data.features import FeatureCache, VisualSource
+from mmapp.data.feature_cache import FeatureCache, VisualSource
+from mmapp.data.fields import field, has_word, read_json, top_list
 from mmapp.errors import DataError
 from mmapp.vocab import Vocab
 
@@ -47,44 +47,6 @@ class CaptionImage:
 
 # -------------------------------------------------------------------------------------------------
 # JSON helpers (shared with vqa_v2.py)
-
-
-def read_json(path: str | Path) -> Any:
-    """Parsed JSON; ``FileNotFoundError`` if missing, ``DataError`` naming the file if malformed."""
-    path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON: {e}") from None
-
-
-_TYPE_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "an object", float: "a number"}
-
-
-def field(record: Any, key: str, kind: type, path: str | Path, where: str) -> Any:
-    """``record[key]`` checked to be of ``kind`` (bool is not an int), else ``DataError``."""
-    if not isinstance(record, dict):
-        raise DataError(f"{path}: {where}: expected an object, got {type(record).__name__}")
-    if key not in record:
-        raise DataError(f"{path}: {where}: missing key {key!r}")
-    value = record[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise DataError(f"{path}: {where}: {key!r} must be {_TYPE_NAMES.get(kind, kind.__name__)}, "
-                        f"got {value!r:.40}")
-    return value
-
-
-def has_word(text: str) -> bool:
-    """Whether ``tokenize(text)`` keeps at least one word (it drops only punctuation tokens),
-    checked without running the tokeniser."""
-    return any(ch.isalnum() for ch in text)
-
-
-def top_list(data: Any, key: str, path: str | Path) -> list:
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: the top level must be an object with a {key!r} list")
-    return field(data, key, list, path, "top level")
 
 
 def image_files_from_json(path: str | Path) -> dict[int, str]:
@@ -115,6 +77,7 @@ def load_coco_captions(path: str | Path) -> list[CaptionImage]:
 
 
 def _coco_captions(data: Any, path: str | Path) -> list[CaptionImage]:
+    # heavy: pycocotools, only for the official-loader check
     from pycocotools.coco import COCO
 
     images, anns = top_list(data, "images", path), top_list(data, "annotations", path)

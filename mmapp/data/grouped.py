@@ -39,11 +39,11 @@ class ByImage(Dataset):
 
 
 def collate_by_image(groups: Sequence[dict[str, Any]], collate_items: Callable[[list], dict]) -> dict[str, Any]:
-    """Images (I) and their items (N) -> the items' batch plus ``visual`` (I, ...) and
-    ``image_index`` (N,) giving each item's image row."""
+    """Images (I) and their items (B) -> the items' batch plus ``visual`` (I, ...) and
+    ``image_index`` (B,) giving each item's image row."""
     items = [it for g in groups for it in g["items"]]
     batch = collate_items(items)
     batch["visual"] = torch.stack([g["visual"] for g in groups])  # (I, P, D) or (I, 3, S, S)
     batch["image_index"] = torch.repeat_interleave(
-        torch.arange(len(groups)), torch.tensor([len(g["items"]) for g in groups]))  # (N,)
+        torch.arange(len(groups)), torch.tensor([len(g["items"]) for g in groups]))  # (B,)
     return batch

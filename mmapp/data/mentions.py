@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from mmapp.data.coco_captions import field, read_json, top_list
+from mmapp.data.fields import field, read_json, top_list
 from mmapp.vocab import tokenize
 from mmapp.words import plural
 

@@ -9,10 +9,10 @@ joined), VQA questions and annotations, and one Karpathy file. Images are linked
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from mmapp.atomic import write_json
 from mmapp.data.scene_writer import SPLITS
 from mmapp.errors import InputError
 
@@ -27,9 +27,7 @@ def _read(path: Path) -> Any:
 
 
 def _write(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, separators=(",", ":")))
-    os.replace(tmp, path)
+    write_json(path, obj, separators=(",", ":"))
 
 
 def _merge_instances(parts: list[tuple[Path, dict]]) -> dict:

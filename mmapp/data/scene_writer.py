@@ -26,7 +26,6 @@ answer balancer) then runs serially in image order with its own per-image genera
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import re
@@ -38,6 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from mmapp.atomic import write_json
 from mmapp.data.question_balance import AnswerBalancer, Candidate
 from mmapp.errors import InputError
 from mmapp.vocab import tokenize
@@ -128,9 +128,7 @@ def caption_tokens(caption: str) -> list[str]:
 
 
 def _dump(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, separators=(",", ":")))
-    os.replace(tmp, path)
+    write_json(path, obj, separators=(",", ":"))
 
 
 class SplitRecords:

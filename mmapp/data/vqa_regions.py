@@ -27,9 +27,9 @@ from typing import Sequence
 
 import numpy as np
 
-from mmapp.data.coco_captions import field, read_json, top_list
+from mmapp.data.fields import field, read_json, top_list
 from mmapp.errors import DataError
-from mmapp.metrics.grounding import box_cells, centre_cell
+from mmapp.grid_cells import box_cells, centre_cell
 
 RELATION_TYPES = frozenset({"position"})
 

@@ -31,12 +31,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmapp.config import EncoderConfig
-from mmapp.data.coco_captions import field, has_word, image_files_from_json, read_json, top_list
+from mmapp.data.coco_captions import image_files_from_json
 from mmapp.data.collate import Ragged
-from mmapp.data.features import FeatureCache, VisualSource
+from mmapp.data.feature_cache import FeatureCache, VisualSource
+from mmapp.data.fields import field, has_word, read_json, top_list
 from mmapp.errors import DataError
-from mmapp.metrics.vqa_normalize import normalize_answer, soft_score
 from mmapp.vocab import AnswerVocab, Vocab
+from mmapp.vqa_normalize import normalize_answer, soft_score
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,9 @@ class VQADataset(Dataset):
     Item: ``visual`` (P, D) float32 cached features (``features=``) or (3, S, S) preprocessed image
     (``images_root=`` + ``encoder_cfg=``), ``question`` (L,) long ids (``Vocab.encode_question``, at
     most ``max_question_len`` words), ``target`` (N,) float32 soft scores, ``question_id``,
-    ``image_id``, ``answers`` (the raw human answers, for evaluation), and with ``regions`` (N, G, P)
+    ``image_id``, ``answers`` (the raw human answers, for evaluation), and with ``regions`` (questions, G, P)
     bool (``vqa_regions.glimpse_regions``) ``regions`` (G, P), the cells each glimpse should attend,
-    and with ``centres`` (N, P) bool ``centres`` (P,), the cells of its objects' centres.
+    and with ``centres`` (questions, P) bool ``centres`` (P,), the cells of its objects' centres.
     Every image is checked up front.
     """
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
 
 from mmapp.errors import DataError
+from mmapp.metrics.records import check_results
 from mmapp.metrics.report import load_json
 
 SPICE_UNAVAILABLE = ("SPICE needs Stanford CoreNLP 3.6.0 models that it downloads at first use; "
@@ -62,6 +63,7 @@ def find_java() -> str | None:
 def ptb_tokenize(captions: Mapping[Hashable, Sequence[str]], java: str) -> dict[Hashable, list[str]]:
     """Tokenise with the toolkit's PTB jar and punctuation filter: key -> tokenised captions
     (lower-cased, tokens joined by single spaces)."""
+    # heavy: pycocoevalcap (Java scorers), only when captions are scored
     from pycocoevalcap.tokenizer import ptbtokenizer as ptb
 
     keys = [k for k, caps in captions.items() for _ in caps]
@@ -96,6 +98,7 @@ def ptb_tokenize(captions: Mapping[Hashable, Sequence[str]], java: str) -> dict[
 def python_tokenize(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, list[str]]:
     """Approximation of ``ptb_tokenize`` without Java: Treebank tokens (brackets as -lrb- etc.,
     quotes as `` and '', as PTB), lower-cased, the toolkit's punctuation list removed."""
+    # heavy: nltk and pycocoevalcap, only without Java
     from nltk.tokenize import TreebankWordTokenizer
     from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
 
@@ -110,6 +113,7 @@ def python_tokenize(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable
 
 
 def _meteor(gts: dict, res: dict) -> tuple[float, list[float]]:
+    # heavy: pycocoevalcap
     from pycocoevalcap.meteor.meteor import Meteor
 
     scorer = Meteor()  # one Java process for the whole call
@@ -129,6 +133,7 @@ def score_captions(gts: Mapping[Hashable, Sequence[str]], res: Mapping[Hashable,
     ``with_meteor=False`` skips METEOR (its Java start costs seconds), e.g. for validation
     during training; it is then reported as not requested.
     """
+    # heavy: pycocoevalcap
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
@@ -194,23 +199,7 @@ def _references(annotations_json: Any, name: str) -> dict[int, list[str]]:
 
 
 def _candidates(results: Any, refs: Mapping[int, list[str]], name: str) -> dict[int, str]:
-    if not isinstance(results, list):
-        raise DataError(f"{name}: a caption results file is a JSON list of {{'image_id', 'caption'}} objects")
-    out: dict[int, str] = {}
-    for i, r in enumerate(results):
-        where = f"{name}: record {i}"
-        if not isinstance(r, Mapping) or "image_id" not in r or "caption" not in r:
-            raise DataError(f"{where} needs 'image_id' and 'caption'")
-        image_id = r["image_id"]
-        if not isinstance(r["caption"], str):
-            raise DataError(f"{where} (image_id {image_id!r}): 'caption' must be a string")
-        if not isinstance(image_id, int) or isinstance(image_id, bool):
-            raise DataError(f"{where}: image_id must be an integer, got {image_id!r}")
-        if image_id not in refs:
-            raise DataError(f"{where}: unknown image_id {image_id} (no reference caption in the annotations)")
-        if image_id in out:
-            raise DataError(f"{where}: duplicate image_id {image_id}")
-        out[image_id] = r["caption"]
+    out = check_results(results, refs, name, "caption", "image_id", "caption", "no reference caption in the annotations")
     if not out:
         raise DataError(f"{name}: the results file holds no captions")
     return out

@@ -144,26 +144,3 @@ def summarize_grounding(scores: Sequence[GroundingScore],
             grouped[g].append(s)
         out["by_group"] = {g: _summary(v) for g, v in grouped.items()}
     return out
-
-
-def centre_cell(image_size: tuple[int, int], box: Sequence[float], grid: tuple[int, int]) -> tuple[int, int]:
-    """(row, column) of the grid cell holding the box's centre (cells as in the module docstring)."""
-    width, height = image_size
-    gh, gw = grid
-    bx, by, bw, bh = (float(v) for v in box)
-    return (min(max(int((by + bh / 2) * gh / height), 0), gh - 1),
-            min(max(int((bx + bw / 2) * gw / width), 0), gw - 1))
-
-
-def box_cells(image_size: tuple[int, int], box: Sequence[float], grid: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool mask of the grid cells whose centres lie in the box, with the cell holding the
-    box's centre always included (a box smaller than a cell still owns one). Cells as in the
-    module docstring; this is the region a map must peak in for a pointing hit."""
-    width, height = image_size
-    gh, gw = grid
-    bx, by, bw, bh = (float(v) for v in box)
-    xs = (np.arange(gw) + 0.5) * width / gw  # cell centres
-    ys = (np.arange(gh) + 0.5) * height / gh
-    mask = np.outer((ys >= by) & (ys <= by + bh), (xs >= bx) & (xs <= bx + bw))
-    mask[centre_cell(image_size, box, grid)] = True
-    return mask

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from mmapp.atomic import write_text
 from mmapp.errors import DataError
 
 
@@ -84,23 +84,11 @@ def vqa_markdown(metrics: Mapping[str, Any], max_question_types: int = 65) -> st
     return "\n".join(text).rstrip() + "\n"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_report(out_dir: str | os.PathLike, metrics: Mapping[str, Any], markdown: str) -> tuple[Path, Path]:
     """Write ``metrics.json`` and ``metrics.md`` into ``out_dir`` (created if needed), atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "metrics.json", out / "metrics.md"
-    _atomic_write_text(json_path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
-    _atomic_write_text(md_path, markdown)
+    write_text(json_path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
+    write_text(md_path, markdown)
     return json_path, md_path

@@ -20,8 +20,9 @@ from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 from mmapp.errors import DataError
+from mmapp.metrics.records import check_results
 from mmapp.metrics.report import load_json
-from mmapp.metrics.vqa_normalize import clean_whitespace, normalize_answer
+from mmapp.vqa_normalize import clean_whitespace, normalize_answer
 
 
 def accuracy_for(pred: str, gt_answers: Sequence[str]) -> float:
@@ -76,27 +77,6 @@ def _check_questions(questions_json: Any, known: Mapping[int, Any], name: str) -
                         f"(first: {unknown[0]}); do the questions and annotations files belong together?")
 
 
-def _check_results(results: Any, known: Mapping[int, Any], name: str) -> dict[int, str]:
-    if not isinstance(results, list):
-        raise DataError(f"{name}: a VQA results file is a JSON list of {{'question_id', 'answer'}} objects")
-    answers: dict[int, str] = {}
-    for i, r in enumerate(results):
-        where = f"{name}: record {i}"
-        if not isinstance(r, Mapping) or "question_id" not in r or "answer" not in r:
-            raise DataError(f"{where} needs 'question_id' and 'answer'")
-        qid = r["question_id"]
-        if not isinstance(qid, int) or isinstance(qid, bool):
-            raise DataError(f"{where}: question_id must be an integer, got {qid!r}")
-        if not isinstance(r["answer"], str):
-            raise DataError(f"{where} (question_id {qid}): 'answer' must be a string")
-        if qid not in known:
-            raise DataError(f"{where}: unknown question_id {qid!r} (not in the annotations)")
-        if qid in answers:
-            raise DataError(f"{where}: duplicate question_id {qid}")
-        answers[qid] = r["answer"]
-    return answers
-
-
 def vqa_accuracy(results: list[Mapping[str, Any]], questions_json: Mapping[str, Any] | None,
                  annotations_json: Mapping[str, Any], *, results_name: str = "results",
                  questions_name: str = "questions", annotations_name: str = "annotations",
@@ -114,7 +94,7 @@ def vqa_accuracy(results: list[Mapping[str, Any]], questions_json: Mapping[str, 
     annotations = _check_annotations(annotations_json, annotations_name)
     if questions_json is not None:
         _check_questions(questions_json, annotations, questions_name)
-    answers = _check_results(results, annotations, results_name)
+    answers = check_results(results, annotations, results_name, "VQA", "question_id", "answer", "not in the annotations")
 
     per_question: dict[int, float] = {}
     by_answer_type: dict[str, list[float]] = defaultdict(list)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mmapp.models.caption_decoder import CaptionDecoder, State
+from mmapp.models.decoder_base import CaptionDecoder, State
 
 
 @dataclass

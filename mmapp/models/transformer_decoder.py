@@ -9,6 +9,8 @@ Pre-norm layers (Vaswani et al., 2017; pre-norm as in GPT-2), each with three re
 then a final LayerNorm and the output layer. d = ``hidden_dim`` (word embeddings have that width too;
 ``embed_dim`` and ``attention_dim`` are not used), ``num_layers`` layers of ``num_heads`` heads,
 ``positional`` = sinusoidal (fixed) or learned word positions, at most ``max_len`` positions.
+Shapes: d the model width, nh heads, J the positions a query attends to (the words so far,
+or the P grid cells).
 Dropout acts on the embeddings and on every residual branch, never on the attention weights, so the
 attention maps always sum to 1.
 
@@ -32,7 +34,7 @@ from torch import Tensor, nn
 
 from mmapp.config import CaptionDecoderConfig
 from mmapp.errors import InputError
-from mmapp.models.caption_decoder import CaptionDecoder, State
+from mmapp.models.decoder_base import CaptionDecoder, State
 
 POSITIONAL = ("sinusoidal", "learned")
 
@@ -59,23 +61,23 @@ class MultiHeadAttention(nn.Module):
 
     def _split(self, x: Tensor) -> Tensor:
         B, T, d = x.shape
-        return x.view(B, T, self.heads, d // self.heads).transpose(1, 2)  # (B, H, T, d/H)
+        return x.view(B, T, self.heads, d // self.heads).transpose(1, 2)  # (B, nh, T, d/nh)
 
     def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x (B, S, d) -> keys, values (B, H, S, d/H)."""
-        k, v = self.key_value(x).chunk(2, dim=-1)  # 2 x (B, S, d)
+        """x (B, J, d) -> keys, values (B, nh, J, d/nh)."""
+        k, v = self.key_value(x).chunk(2, dim=-1)  # 2 x (B, J, d)
         return self._split(k), self._split(v)
 
     def forward(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """x (B, T, d) queries, keys/values (B, H, S, d/H), mask (T, S) True = may attend
-        -> output (B, T, d), weights (B, H, T, S)."""
-        q = self._split(self.query(x))  # (B, H, T, d/H)
-        scores = q @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
+        """x (B, T, d) queries, keys/values (B, nh, J, d/nh), mask (T, J) True = may attend
+        -> output (B, T, d), weights (B, nh, T, J)."""
+        q = self._split(self.query(x))  # (B, nh, T, d/nh)
+        scores = q @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, nh, T, J)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        weights = scores.softmax(dim=-1)  # (B, H, T, S)
-        B, H, T, _ = q.shape
-        mixed = (weights @ values).transpose(1, 2).reshape(B, T, H * values.shape[-1])  # (B, T, d)
+        weights = scores.softmax(dim=-1)  # (B, nh, T, J)
+        B, nh, T, _ = q.shape
+        mixed = (weights @ values).transpose(1, 2).reshape(B, T, nh * values.shape[-1])  # (B, T, d)
         return self.out(mixed), weights
 
 
@@ -92,13 +94,13 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: Tensor, past_k: Tensor, past_v: Tensor, cross_k: Tensor, cross_v: Tensor,
                 mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """x (B, T, d) new positions; past_k/v (B, H, t, d/H) cached earlier ones; cross_k/v (B, H, P, d/H);
-        mask (T, t + T) or None -> x (B, T, d), cross weights (B, H, T, P), keys/values (B, H, t + T, d/H)."""
+        """x (B, T, d) new positions; past_k/v (B, nh, t, d/nh) cached earlier ones; cross_k/v (B, nh, P, d/nh);
+        mask (T, t + T) or None -> x (B, T, d), cross weights (B, nh, T, P), keys/values (B, nh, t + T, d/nh)."""
         h = self.norm_self(x)
-        new_k, new_v = self.self_attention.keys_values(h)  # (B, H, T, d/H)
-        keys, values = torch.cat([past_k, new_k], dim=2), torch.cat([past_v, new_v], dim=2)  # (B, H, t+T, d/H)
+        new_k, new_v = self.self_attention.keys_values(h)  # (B, nh, T, d/nh)
+        keys, values = torch.cat([past_k, new_k], dim=2), torch.cat([past_v, new_v], dim=2)  # (B, nh, t+T, d/nh)
         x = x + self.dropout(self.self_attention(h, keys, values, mask)[0])
-        attended, cross = self.cross_attention(self.norm_cross(x), cross_k, cross_v)  # (B, T, d), (B, H, T, P)
+        attended, cross = self.cross_attention(self.norm_cross(x), cross_k, cross_v)  # (B, T, d), (B, nh, T, P)
         x = x + self.dropout(attended)
         x = x + self.dropout(self.ffn(self.norm_ffn(x)))
         return x, cross, keys, values
@@ -106,13 +108,11 @@ class DecoderLayer(nn.Module):
 
 class TransformerDecoder(CaptionDecoder):
     """Transformer decoder over the image grid (see module docstring). Memory: per layer i the
-    cross-attention ``cross_k{i}``/``cross_v{i}`` (B, H, P, d/H); state: the self-attention cache
-    ``k{i}``/``v{i}`` (B, H, t, d/H) of the t words so far."""
+    cross-attention ``cross_k{i}``/``cross_v{i}`` (B, nh, P, d/nh); state: the self-attention cache
+    ``k{i}``/``v{i}`` (B, nh, t, d/nh) of the t words so far."""
 
     def __init__(self, cfg: CaptionDecoderConfig) -> None:
-        super().__init__()
-        if cfg.vocab_size < 5:
-            raise ValueError("decoder.vocab_size must be set (>= 5)")
+        super().__init__(cfg)
         if cfg.hidden_dim % cfg.num_heads:
             raise ValueError(f"decoder.hidden_dim ({cfg.hidden_dim}) must be divisible by decoder.num_heads "
                              f"({cfg.num_heads}) for the Transformer decoder")
@@ -120,12 +120,8 @@ class TransformerDecoder(CaptionDecoder):
             raise ValueError(f"decoder.positional must be sinusoidal or learned, got {cfg.positional!r}")
         if cfg.max_len < 1:
             raise ValueError("decoder.max_len must be >= 1")
-        self.cfg = cfg
         d = cfg.hidden_dim
-        grid_dim = cfg.project_dim or cfg.encoder_dim
-        self.project = (nn.Sequential(nn.Linear(cfg.encoder_dim, grid_dim), nn.ReLU()) if cfg.project_dim
-                        else nn.Identity())
-        self.grid_in = nn.Sequential(nn.Linear(grid_dim, d), nn.LayerNorm(d))
+        self.grid_in = nn.Sequential(nn.Linear(self.grid_dim, d), nn.LayerNorm(d))
         self.embedding = nn.Embedding(cfg.vocab_size, d)
         nn.init.normal_(self.embedding.weight, std=d ** -0.5)  # times sqrt(d) in _embed: unit scale
         self.positions = nn.Embedding(cfg.max_len, d) if cfg.positional == "learned" else None
@@ -145,7 +141,7 @@ class TransformerDecoder(CaptionDecoder):
         return self.dropout(self.embedding(tokens) * math.sqrt(self.cfg.hidden_dim) + pos)  # (B, T, d)
 
     def prepare(self, features: Tensor) -> State:
-        """features (B, P, D) -> per layer cross-attention keys/values (B, H, P, d/H)."""
+        """features (B, P, D) -> per layer cross-attention keys/values (B, nh, P, d/nh)."""
         grid = self.grid_in(self.project(features))  # (B, P, d)
         memory: State = {}
         for i, layer in enumerate(self.layers):
@@ -153,9 +149,9 @@ class TransformerDecoder(CaptionDecoder):
         return memory
 
     def init_state(self, memory: State) -> State:
-        """An empty self-attention cache: k{i}/v{i} (B, H, 0, d/H)."""
-        B, H, _, hd = memory["cross_k0"].shape
-        empty = memory["cross_k0"].new_zeros(B, H, 0, hd)
+        """An empty self-attention cache: k{i}/v{i} (B, nh, 0, d/nh)."""
+        B, nh, _, hd = memory["cross_k0"].shape
+        empty = memory["cross_k0"].new_zeros(B, nh, 0, hd)
         return {name: empty for i in range(len(self.layers)) for name in (f"k{i}", f"v{i}")}
 
     def _run(self, x: Tensor, state: State, memory: State, mask: Tensor | None) -> tuple[Tensor, Tensor, State]:

@@ -117,7 +117,7 @@ class GlimpseAttention(nn.Module):
 
 class CountHead(nn.Module):
     """The count map from the attention's joint features with context from the neighbouring cells:
-    1x1 to K channels, then two 3x3 convolutions over the (square) grid. (B, P, A) -> logits (B, P).
+    1x1 to ``count_context`` channels, then two 3x3 convolutions over the (square) grid. (B, P, A) -> logits (B, P).
 
     It reads the joint features without sending gradients back into them: trained through them, the
     count map's loss held back what the glimpses learn (position questions stayed near chance for
@@ -203,13 +203,13 @@ class VQANet(nn.Module):
             fused = torch.cat([self.dropout(glimpses), self.dropout(question)], dim=-1)  # (B, G*D + Q)
         else:
             fused = torch.relu(self.fuse_image(self.dropout(glimpses))) * torch.relu(
-                self.fuse_question(self.dropout(question)))  # (B, H)
+                self.fuse_question(self.dropout(question)))  # (B, F)
         if self.cfg.relation:
             offsets = glimpse_offsets(attention)  # (B, G(G-1))
-            if self.relation_gates is not None:  # K question-chosen directions: (B, K)
+            if self.relation_gates is not None:  # R question-chosen directions: (B, R)
                 directions = self.relation_gates(question).view(len(offsets), -1, offsets.shape[1])
                 offsets = (directions * offsets.unsqueeze(1)).sum(dim=-1)
-            fused = torch.cat([fused, offsets], dim=-1)  # (B, H + G(G-1) or K)
+            fused = torch.cat([fused, offsets], dim=-1)  # (B, F + G(G-1) or R)
         if count_map is not None:
             count = torch.sigmoid(count_map).sum(dim=-1)  # (B,)
             fused = torch.cat([fused, soft_count_bins(count, self.cfg.count_map)], dim=-1)  # (B, ... + C + 1)

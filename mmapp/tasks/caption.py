@@ -11,22 +11,26 @@ import torch
 from torch import Tensor, nn
 
 from mmapp.checkpoint import save_model
+from mmapp.data.caption_regions import CaptionRegions
+from mmapp.data.coco_captions import CaptionDataset, CaptionEvalDataset, build_caption_vocab, load_caption_images
+from mmapp.data.collate import collate_caption_eval, collate_captions
 from mmapp.data.grouped import ByImage, collate_by_image
+from mmapp.data.mentions import load_scene_objects, present_keys
 from mmapp.distributed import DistInfo, gather
 from mmapp.losses import attention_grounding_loss, caption_loss
+from mmapp.metrics.caption_metrics import score_captions
 from mmapp.models.caption_decoder import build_caption_decoder
+from mmapp.models.decoding import beam_search
 from mmapp.run_config import RunConfig
-from mmapp.tasks.common import EncodedHead, batched, ood_from_cache, shard, visual_source
+from mmapp.tasks.common import EncodedHead, batched, encoder_and_inputs, ood_from_cache, shard
+from mmapp.tasks.self_critical import CaptionReward, self_critical_loss
+from mmapp.vocab import tokenize
 
 
 class CaptionTask:
     metric = "CIDEr"
 
     def __init__(self, cfg: RunConfig, device: torch.device, info: DistInfo) -> None:
-        from mmapp.data.coco_captions import (CaptionDataset, CaptionEvalDataset, build_caption_vocab,
-                                              load_caption_images)
-        from mmapp.data.collate import collate_caption_eval, collate_captions
-
         d = cfg.data
         if not d.train_captions:
             raise ValueError("set data.train_captions (COCO captions json or Karpathy dataset_*.json)")
@@ -37,18 +41,16 @@ class CaptionTask:
         if d.val_limit:
             val_images = val_images[: d.val_limit]
         self.vocab = build_caption_vocab(train_images, d.min_word_freq)
-        cache, encoder, visual = visual_source(cfg)
+        cache, encoder, inputs = encoder_and_inputs(cfg)
         decoder_cfg = dataclasses.replace(cfg.decoder, vocab_size=len(self.vocab), encoder_dim=encoder.out_dim)
         self.model = EncodedHead(encoder, build_caption_decoder(decoder_cfg))
         regions = None
         if cfg.train.grounding_weight > 0:  # word attention supervised by the named objects' boxes
-            from mmapp.data.caption_regions import CaptionRegions
-
             regions = CaptionRegions(d.train_instances, encoder.grid_size())
         self._items = CaptionDataset(train_images, self.vocab, max_len=d.max_caption_len, regions=regions,
-                                     **visual)
+                                     **inputs)
         self._train = ByImage(self._items)
-        self._val = CaptionEvalDataset(val_images, **visual)
+        self._val = CaptionEvalDataset(val_images, **inputs)
         self._collate, self._collate_eval = collate_captions, collate_caption_eval
         self.ood_tensors, self.ood_meta = ood_from_cache(cache, self._items.handles, self._val.handles)
         self.dataset_name = Path(d.train_captions).name
@@ -81,8 +83,6 @@ class CaptionTask:
         return loss, stats, captions.shape[0]
 
     def _self_critical_loss(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float], int]:
-        from mmapp.tasks.self_critical import self_critical_loss
-
         visual = batch["visual"]  # (I, ...) one row per image
         # each image's id, from its captions' ids (image_index maps caption -> image row)
         image_ids = torch.zeros(visual.shape[0], dtype=torch.long).index_copy_(
@@ -93,8 +93,6 @@ class CaptionTask:
 
     @torch.no_grad()
     def decode(self, model: EncodedHead, indices: list[int], beam_size: int) -> dict[int, str]:
-        from mmapp.models.decoding import beam_search
-
         model.eval()
         out: dict[int, str] = {}
         for batch in batched(self._val, indices, 64, self._collate_eval):
@@ -106,8 +104,6 @@ class CaptionTask:
         return out
 
     def validate(self, model: nn.Module, info: DistInfo) -> dict[str, float]:
-        from mmapp.metrics.caption_metrics import score_captions
-
         indices = shard(list(range(len(self._val))), info.rank, info.world_size)
         captions: dict[int, str] = {}
         for part in gather(self.decode(model, indices, self.cfg.train.val_beam_size), info):
@@ -125,13 +121,8 @@ class CaptionTask:
 def _caption_reward(cfg: RunConfig, train_images: list) -> Any:
     """The self-critical reward: CIDEr-D against the training references (tokenised as the
     vocabulary is), minus the hallucination penalty when ``train.scst_hallucination_weight`` > 0."""
-    from mmapp.tasks.self_critical import CaptionReward
-    from mmapp.vocab import tokenize
-
     references = {im.image_id: [tokenize(c) for c in im.captions] for im in train_images}
     if cfg.train.scst_hallucination_weight <= 0:
         return CaptionReward(references)
-    from mmapp.data.mentions import load_scene_objects, present_keys
-
     lexicon, objects, _ = load_scene_objects(cfg.data.train_instances)
     return CaptionReward(references, present_keys(objects), lexicon.chair_keys, cfg.train.scst_hallucination_weight)

@@ -8,7 +8,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmapp.data.feature_cache import FeatureCache
+from mmapp.errors import DataError
 from mmapp.models.encoder import Encoder, build_encoder
+from mmapp.ood import fit_ood, pooled_rows
 from mmapp.run_config import RunConfig
 
 
@@ -33,16 +36,12 @@ class EncodedHead(nn.Module):
         return self.head(self.features(visual), *args)
 
 
-def visual_source(cfg: RunConfig) -> tuple[Any, Encoder, dict[str, Any]]:
+def encoder_and_inputs(cfg: RunConfig) -> tuple[Any, Encoder, dict[str, Any]]:
     """(feature cache or None, the encoder, dataset keyword arguments for the visual input)."""
-    from mmapp.data.features import FeatureCache
-
     if cfg.data.features:
         cache = FeatureCache.open(cfg.data.features)
         encoder = build_encoder(cache.encoder_config)
         if encoder.weights_id() != cache.weights_id:
-            from mmapp.errors import DataError
-
             raise DataError(f"{cfg.data.features}: features were computed with encoder weights {cache.weights_id}, "
                             f"but {encoder.cfg.name} weights here hash to {encoder.weights_id()}; rebuild the cache")
         return cache, encoder, {"features": cache}
@@ -55,8 +54,6 @@ def visual_source(cfg: RunConfig) -> tuple[Any, Encoder, dict[str, Any]]:
 def ood_from_cache(cache: Any, train_handles: Any, val_handles: Any) -> tuple[dict, dict]:
     """Out-of-distribution statistics of the training images (threshold set on the validation
     images), as (checkpoint tensors, checkpoint meta); empty without a feature cache."""
-    from mmapp.ood import fit_ood, pooled_rows
-
     if cache is None:
         return {}, {}
     train_rows = sorted({int(h) for h in train_handles})

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from mmapp.metrics.cider_reward import CiderD
 from mmapp.metrics.hallucination import is_present
-from mmapp.models.caption_decoder import CaptionDecoder
+from mmapp.models.decoder_base import CaptionDecoder
 from mmapp.models.decoding import sample
 from mmapp.vocab import Vocab
 

@@ -12,21 +12,23 @@ import torch
 from torch import Tensor, nn
 
 from mmapp.checkpoint import save_model
+from mmapp.data.coco_captions import image_files_from_json
+from mmapp.data.collate import collate_vqa
 from mmapp.data.grouped import ByImage, collate_by_image
+from mmapp.data.vqa_regions import glimpse_regions
+from mmapp.data.vqa_v2 import VQADataset, build_answer_vocab, build_question_vocab, load_vqa
 from mmapp.distributed import DistInfo, gather
 from mmapp.losses import attention_grounding_loss, count_map_loss, vqa_loss
+from mmapp.metrics.vqa_accuracy import accuracy_for
 from mmapp.models.vqa import VQANet
 from mmapp.run_config import RunConfig
-from mmapp.tasks.common import EncodedHead, batched, ood_from_cache, shard, visual_source
+from mmapp.tasks.common import EncodedHead, batched, encoder_and_inputs, ood_from_cache, shard
 
 
 class VQATask:
     metric = "accuracy"
 
     def __init__(self, cfg: RunConfig, device: torch.device, info: DistInfo) -> None:
-        from mmapp.data.collate import collate_vqa
-        from mmapp.data.vqa_v2 import VQADataset, build_answer_vocab, build_question_vocab, load_vqa
-
         d = cfg.data
         if not (d.train_questions and d.train_annotations and d.val_questions and d.val_annotations):
             raise ValueError("set data.train_questions, data.train_annotations, data.val_questions and "
@@ -39,22 +41,18 @@ class VQATask:
             val = dataclasses.replace(val, questions=val.questions[: d.val_limit])
         self.vocab = build_question_vocab(train.questions, min_freq=1)
         self.answers = build_answer_vocab(train.questions, d.top_answers)
-        cache, encoder, visual = visual_source(cfg)
+        cache, encoder, inputs = encoder_and_inputs(cfg)
         index = None
         if d.image_index:  # one or more COCO-format files listing file_name per image id
-            from mmapp.data.coco_captions import image_files_from_json
-
             index = {}
             for path in d.image_index.split(","):
                 index.update(image_files_from_json(path.strip()))
         net_cfg = dataclasses.replace(cfg.vqa, vocab_size=len(self.vocab), num_answers=len(self.answers),
                                       encoder_dim=encoder.out_dim)
         self.model = EncodedHead(encoder, VQANet(net_cfg))
-        kwargs = dict(max_question_len=d.max_question_len, image_files=index, **visual)
+        kwargs = dict(max_question_len=d.max_question_len, image_files=index, **inputs)
         regions = centres = None
         if cfg.train.grounding_weight > 0:  # attention supervised by the referred objects' boxes
-            from mmapp.data.vqa_regions import glimpse_regions
-
             regions, centres = glimpse_regions(train.questions, d.train_instances, encoder.grid_size(),
                                                net_cfg.glimpses)
             if not regions.any():
@@ -92,8 +90,6 @@ class VQATask:
     @torch.no_grad()
     def predict(self, model: EncodedHead, indices: list[int]) -> list[tuple[int, str, float, str]]:
         """(question_id, predicted answer, VQA accuracy, question type) for the given val items."""
-        from mmapp.metrics.vqa_accuracy import accuracy_for
-
         model.eval()
         qtype = {q.question_id: q.question_type for q in self._val.split.questions}
         out = []

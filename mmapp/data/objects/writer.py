@@ -24,6 +24,7 @@ from mmapp.data.objects.scene import CutOut, CutOutPool, load_textures, render_s
 from mmapp.data.objects.sources import VocabEntry, find_sources, load_cutouts, read_vocabulary
 from mmapp.data.objects.text import captions
 from mmapp.data.question_balance import one_per_answer
+from mmapp.errors import InputError
 from mmapp.data.scene_writer import (DatasetSpec, ImageTask, MadeImage, caption_tokens, check_counts, image_rng,
                                      save_image, write_dataset)
 
@@ -119,7 +120,6 @@ def generate(out_dir: str | Path, counts: dict[str, int], seed: int, size: int =
     if counts.get("val", 0) or counts.get("test", 0):
         held = [k for k, v in split_sources(entries).items() if v == "held_out"]
         if not held:
-            from mmapp.errors import InputError
             raise InputError("no class has two source images: nothing can be held out for val/test")
     spec = DatasetSpec(name="objects", description="mmapp scenes of real-photo cut-outs (synthetic)",
                        licenses=LICENSES, categories=categories(entries), answer_types=ANSWER_TYPES,

@@ -29,8 +29,14 @@ from typing import Any, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
+from mmapp.atomic import write_json
+from mmapp.data.coco_captions import image_files_from_json, load_caption_images, load_karpathy_split
+from mmapp.data.feature_cache import FeatureCache, VisualSource
+from mmapp.data.vqa_v2 import coco_image_file, load_vqa
 from mmapp.errors import DataError, InputError
+from mmapp.inference import Captioner, VQAModel
 
 YEARS = ("2014", "2017", "2015")
 TASKS = ("caption", "vqa")
@@ -104,17 +110,7 @@ class _Images(Dataset):
         return i, self.visual.load(self.handles[i])
 
 
-def _write_json(path: Path, data: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-    return path
-
-
-def _visual_source(model: Any, root: Path | None, features: Path | None) -> Any:
-    from mmapp.data.features import FeatureCache, VisualSource
-
+def _inputs_of(model: Any, root: Path | None, features: Path | None) -> Any:
     if features is None:
         return VisualSource(images_root=root, encoder_cfg=model.encoder.cfg)
     if model.meta["encoder"].get("fine_tune_stages", 0) > 0:
@@ -128,9 +124,7 @@ def _visual_source(model: Any, root: Path | None, features: Path | None) -> Any:
 def _batches(requests: list[tuple[int, list[str], str]], model: Any, root: Path | None, features: Path | None,
              batch_size: int, workers: int, desc: str, progress: bool):
     """Yield (image indices, grids (B, P, D) on the model's device) over every requested image."""
-    from tqdm import tqdm
-
-    dataset = _Images(requests, _visual_source(model, root, features))
+    dataset = _Images(requests, _inputs_of(model, root, features))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=0 if features else workers,
                         pin_memory=model.device.type == "cuda")
     bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress, file=sys.stderr)
@@ -150,8 +144,6 @@ def _batches(requests: list[tuple[int, list[str], str]], model: Any, root: Path 
 
 def _caption_images(files: SplitFiles, split: str, out_dir: Path) -> tuple[list[Any], Path]:
     """(CaptionImage list, COCO captions file to score against)."""
-    from mmapp.data.coco_captions import load_caption_images, load_karpathy_split
-
     if files.captions is not None:
         return load_caption_images(files.captions), files.captions
     if files.karpathy is None:
@@ -163,7 +155,7 @@ def _caption_images(files: SplitFiles, split: str, out_dir: Path) -> tuple[list[
     references = {"images": [{"id": im.image_id, "file_name": im.file_name} for im in images],
                   "annotations": [{"id": n, "image_id": im.image_id, "caption": c}
                                   for n, (im, c) in enumerate((im, c) for im in images for c in im.captions)]}
-    return images, _write_json(out_dir / f"captions_{split}_references.json", references)
+    return images, write_json(out_dir / f"captions_{split}_references.json", references)
 
 
 def decode_captions(model: Any, data_dir: Path, split: str, out_dir: Path, features: Path | None = None,
@@ -182,7 +174,7 @@ def decode_captions(model: Any, data_dir: Path, split: str, out_dir: Path, featu
         decoded = model.caption_features(grids, beam_size=beam_size, max_len=max_len)
         for i, tokens in zip(index, decoded.tokens.tolist()):
             results.append({"image_id": images[i].image_id, "caption": " ".join(model.vocab.decode(tokens))})
-    path = _write_json(out_dir / f"captions_{split}_results.json", results)
+    path = write_json(out_dir / f"captions_{split}_results.json", results)
     return {"results": path, "annotations": references}
 
 
@@ -190,9 +182,6 @@ def decode_answers(model: Any, data_dir: Path, split: str, out_dir: Path, featur
                    batch_size: int = 32, workers: int = 2, progress: bool = True) -> dict[str, Path]:
     """Answer every question of ``split`` with a ``VQAModel`` (each image encoded once); write
     ``vqa_<split>_results.json``. Returns its path, the questions file and (if any) the annotations."""
-    from mmapp.data.coco_captions import image_files_from_json
-    from mmapp.data.vqa_v2 import coco_image_file, load_vqa
-
     files = find_split_files(data_dir, split)
     if files.questions is None:
         raise DataError(f"no VQA questions file for split {split!r} in {data_dir} (looked for "
@@ -226,10 +215,10 @@ def decode_answers(model: Any, data_dir: Path, split: str, out_dir: Path, featur
         for start in range(0, len(rows), 256):
             chunk = rows[start:start + 256]
             feats = grids[torch.tensor([b for b, _ in chunk], device=grids.device)]  # (Q, P, D)
-            probs, _ = model.answer_features(feats, [vqa.questions[n].question for _, n in chunk])  # (Q, N)
+            probs, _ = model.answer_features(feats, [vqa.questions[n].question for _, n in chunk])  # (B, N)
             for (_, n), a in zip(chunk, probs.argmax(dim=-1).tolist()):
                 results.append({"question_id": vqa.questions[n].question_id, "answer": model.answer_vocab.answers[a]})
-    out = {"results": _write_json(out_dir / f"vqa_{split}_results.json", results), "questions": files.questions}
+    out = {"results": write_json(out_dir / f"vqa_{split}_results.json", results), "questions": files.questions}
     if files.vqa_annotations is not None:
         out["annotations"] = files.vqa_annotations
     return out
@@ -244,8 +233,6 @@ def decode_split(task: str, checkpoint: Path, data_dir: Path, split: str, out_di
     ``"questions"`` (``"annotations"`` is absent for a VQA split without annotations, e.g. test-dev).
     A ``decode.json`` beside the results records the checkpoint, split and timing.
     """
-    from mmapp.inference import Captioner, VQAModel
-
     if task not in TASKS:
         raise InputError(f"task must be one of {TASKS}, got {task!r}")
     if workers is None:
@@ -260,7 +247,7 @@ def decode_split(task: str, checkpoint: Path, data_dir: Path, split: str, out_di
         model = VQAModel.from_checkpoint(checkpoint, device=device)
         files = decode_answers(model, data_dir, split, out_dir, features, batch_size, workers, progress)
     count = len(json.loads(files["results"].read_text()))
-    _write_json(out_dir / "decode.json", {
+    write_json(out_dir / "decode.json", {
         "task": task, "checkpoint": str(checkpoint), "data": str(data_dir), "split": split,
         "features": str(features) if features else None, "beam_size": beam_size if task == "caption" else None,
         "results": count, "seconds": round(time.perf_counter() - start, 3), "device": str(model.device),

@@ -1,4 +1,4 @@
-"""``mmapp eval caption|vqa --checkpoint C --data DIR --split S``: ``mmapp.evaluate.decode_split``
+"""``mmapp eval caption|vqa --checkpoint C --data DIR --split S``: ``mmapp.decode_split.decode_split``
 decodes a split (shapes layout, COCO layout, Karpathy split) into official-format results, equal
 to what the inference API gives image by image, and ``mmapp eval`` scores them."""
 
@@ -111,7 +111,7 @@ def test_eval_vqa_checkpoint_on_shapes_split(tmp_path, shapes_dir, checkpoints):
 
 
 def test_decode_coco_layout_and_karpathy_split(tmp_path, checkpoints):
-    from mmapp.evaluate import decode_split
+    from mmapp.decode_split import decode_split
 
     # official captions_val2014.json, images in val2014/
     files = decode_split(task="caption", checkpoint=checkpoints["caption"], data_dir=COCO, split="val",
@@ -161,7 +161,7 @@ def test_decode_coco_layout_and_karpathy_split(tmp_path, checkpoints):
 
 
 def test_decode_from_a_feature_cache(tmp_path, shapes_dir, checkpoints, captioner_checkpoint):
-    from mmapp.evaluate import decode_split
+    from mmapp.decode_split import decode_split
 
     cache = tmp_path / "cache"
     assert main(["features", "--images", str(shapes_dir / "images" / "test"), "--out", str(cache),

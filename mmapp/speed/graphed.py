@@ -12,13 +12,13 @@ What a captured step needs, and how it is given here:
   eagerly, so a rare shape (an epoch's short last batch) never pays a capture. Callers pad batches to
   a few shapes (e.g. caption lengths rounded up to a bucket; see ``benchmarks/gpu_epoch.py``);
 * no host synchronisation: the loss function returns its terms as tensors (``caption_loss_terms``) and
-  the decoder runs every row through every step (``use_static_shapes``);
+  the decoder runs every row through every step (``use_training_path(decoder, "static")``);
 * an optimizer that keeps its state on the device: ``torch.optim.Adam(..., fused=True)`` (with
   ``capturable=True`` where the learning rate is a tensor a scheduler fills);
 * the engine's guarantee that a non-finite loss never reaches the weights: the step computes, on
   the device, whether the loss or the gradient norm is non-finite and hands that to the fused
   optimizer as ``found_inf`` (what ``GradScaler`` does), which then leaves weights and moments alone.
-  ``skipped`` counts such steps; ``train_one_epoch`` reads it every ``check_every`` steps and stops.
+  ``skipped`` counts such steps; ``train_graphed_epoch`` reads it every ``check_every`` steps and stops.
 
 On a CPU (or with ``capture=False``) the same step runs eagerly: the tests check it there against
 the plain engine, and ``benchmarks/gpu_epoch.py --check-steps`` checks the captured replay against
@@ -28,12 +28,14 @@ it on a GPU.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
-from mmapp.engine import Precision
+from mmapp.engine import Precision, to_device
+from mmapp.errors import NonFiniteLossError
 
 LossTerms = Callable[[nn.Module, dict], "tuple[Tensor, dict[str, Tensor], int]"]
 
@@ -134,3 +136,53 @@ class GraphedTrainStep:
         graph.replay()
         self.replays += 1
         return outputs
+
+
+def train_graphed_epoch(model: nn.Module, batches: Iterable[Any], graphed: GraphedTrainStep, scheduler: Any,
+                        device: torch.device, on_step: Callable[[int, dict], None] | None = None,
+                        progress: Any = None, check_every: int = 50) -> dict[str, float]:
+    """``engine.train_one_epoch`` with every step run by ``graphed`` (which holds the loss, optimizer and
+    clipping): the steps run without waiting for the device, losses are summed there, ``on_step`` gets
+    ``{"loss": None}``, and the progress bar's loss and the non-finite check are read every
+    ``check_every`` steps (a non-finite step never updates the weights, see the module docstring).
+    Returns what ``train_one_epoch`` returns; raises ``NonFiniteLossError`` as it does.
+    """
+    model.train()
+    if scheduler is not None and not isinstance(graphed.optimizer.param_groups[0]["lr"], Tensor):
+        raise ValueError("a scheduler with a graphed step needs a tensor learning rate "
+                         "(torch.optim.Adam(..., lr=torch.tensor(lr))): a captured step keeps a float one")
+    loss_sum = torch.zeros((), device=device)
+    totals: dict[str, Tensor] = {}
+    items, steps, skipped_before = 0, 0, float(graphed.skipped)
+    start = time.perf_counter()
+
+    def check(step: int) -> float:
+        skipped = float(graphed.skipped) - skipped_before
+        if skipped:
+            raise NonFiniteLossError(f"the loss or its gradient became non-finite in {skipped:.0f} of the first {step} "
+                                     "steps of this epoch; those updates were skipped, training stopped and no "
+                                     "checkpoint was written from this state (lower train.lr, check the data)")
+        return float(loss_sum) / max(items, 1)
+
+    for step, batch in enumerate(batches, start=1):
+        loss, terms, count = graphed(to_device(batch, device))
+        loss_sum.add_(loss, alpha=count)
+        for k, v in terms.items():
+            totals[k] = totals[k].add_(v, alpha=count) if k in totals else v * count
+        items += count
+        steps += 1
+        if scheduler is not None:
+            scheduler.step()
+        if step % check_every == 0:
+            mean = check(step)
+            if progress is not None:
+                progress.set_postfix(loss=f"{mean:.3f}", items_s=f"{items / (time.perf_counter() - start):.0f}")
+        if progress is not None:
+            progress.update(1)
+        if on_step is not None:
+            on_step(step, {"loss": None})
+    mean = check(steps)
+    elapsed = time.perf_counter() - start
+    result = {"loss": mean, "items_per_s": items / max(elapsed, 1e-9), "steps": steps, "seconds": elapsed}
+    result.update({k: float(v) / max(items, 1) for k, v in totals.items()})
+    return result

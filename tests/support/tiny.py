@@ -1,4 +1,4 @@
-"""Tiny random checkpoints and a shape scene, for the app's tests and for screenshots without real models.
+"""Tiny random checkpoints and a shape scene, for the tests and for screenshots without real models.
 
 The encoder is random (``weights="none"``, 64 px input, 2x2 grid): the captions and answers are
 nonsense, but every shape, file and code path is the real one.
@@ -12,6 +12,13 @@ import numpy as np
 import torch
 
 from mmapp.app.examples import QUESTIONS
+from mmapp.checkpoint import save_model
+from mmapp.config import CaptionDecoderConfig, EncoderConfig, VQAConfig
+from mmapp.data.shapes.scene import render_scene, sample_scene
+from mmapp.models.caption_decoder import build_caption_decoder
+from mmapp.models.encoder import build_encoder
+from mmapp.models.vqa import VQANet
+from mmapp.vocab import AnswerVocab, Vocab
 
 WORDS = ("a red orange yellow green cyan blue purple white circle square triangle star hexagon diamond "
          "small large left right of above below the and is there what color shape size how many "
@@ -25,13 +32,6 @@ def make_tiny_checkpoints(folder: str | Path, captioner_ood_threshold: float | N
     With ``captioner_ood_threshold`` the captioner carries OOD statistics (zero mean, unit std) and
     that threshold, so a test can force the out-of-domain warning on (a negative threshold) or off.
     """
-    from mmapp.checkpoint import save_model
-    from mmapp.config import CaptionDecoderConfig, EncoderConfig, VQAConfig
-    from mmapp.models.caption_decoder import build_caption_decoder
-    from mmapp.models.encoder import build_encoder
-    from mmapp.models.vqa import VQANet
-    from mmapp.vocab import AnswerVocab, Vocab
-
     torch.manual_seed(seed)
     folder = Path(folder)
     encoder = build_encoder(EncoderConfig(weights="none", input_size=64))
@@ -57,7 +57,6 @@ def make_tiny_checkpoints(folder: str | Path, captioner_ood_threshold: float | N
 
 def write_scene(path: str | Path, seed: int = 0, size: int = 224) -> Path:
     """Render one procedural shapes scene to ``path`` (PNG)."""
-    from mmapp.data.shapes.scene import render_scene, sample_scene
 
     path = Path(path)
     render_scene(sample_scene(np.random.default_rng(seed), size)).save(path)

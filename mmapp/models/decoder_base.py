@@ -1,0 +1,71 @@
+"""The interface every caption decoder implements, and the set-up they share.
+
+A decoder splits decoding into three calls so that greedy and beam search (``decoding.py``) are
+written once for every variant:
+
+* ``prepare(features)`` -> ``memory``: per-image tensors computed once (e.g. attention keys);
+* ``init_state(memory)`` -> ``state``: the recurrent state before the first word;
+* ``step(tokens, state, memory)`` -> ``(logits, alpha, state)``: one word further.
+
+``memory`` and ``state`` are dicts of batch-first tensors, so beam search can expand and reorder them
+without knowing what they hold. The variants: ``recurrent_decoder.py`` (Show-Attend-Tell) and
+``transformer_decoder.py``; ``caption_decoder.build_caption_decoder`` picks one from the config.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from mmapp.config import CaptionDecoderConfig
+
+State = dict[str, Tensor]
+
+
+class CaptionDecoder(nn.Module):
+    """Interface of all caption decoders (see module docstring).
+
+    Given a config, the constructor does what every variant needs first: it checks the vocabulary
+    size and builds ``project``, the optional grid projection (``Linear(encoder_dim, project_dim) +
+    ReLU`` when ``cfg.project_dim`` is set, else the identity); ``grid_dim`` is the width it leaves the
+    cells at. Without one (a wrapper around another decoder) it builds nothing.
+    """
+
+    cfg: CaptionDecoderConfig
+
+    def __init__(self, cfg: CaptionDecoderConfig | None = None) -> None:
+        super().__init__()
+        if cfg is None:
+            return
+        if cfg.vocab_size < 5:
+            raise ValueError("decoder.vocab_size must be set (>= 5)")
+        self.cfg = cfg
+        self.grid_dim = cfg.project_dim or cfg.encoder_dim
+        self.project = (nn.Sequential(nn.Linear(cfg.encoder_dim, self.grid_dim), nn.ReLU()) if cfg.project_dim
+                        else nn.Identity())
+
+    def prepare(self, features: Tensor) -> State:
+        """features (B, P, D) -> memory (dict of (B, ...) tensors)."""
+        raise NotImplementedError
+
+    def init_state(self, memory: State) -> State:
+        raise NotImplementedError
+
+    def step(self, tokens: Tensor, state: State, memory: State) -> tuple[Tensor, Tensor, State]:
+        """tokens (B,) -> logits (B, V), attention alpha (B, P), next state."""
+        raise NotImplementedError
+
+    def forward(self, features: Tensor, inputs: Tensor, image_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Teacher forcing: features (B, P, D), inputs (B, T) = ``<start> w1 .. w_{T-1}``
+        -> logits (B, T, V) for the next words, attention (B, T, P).
+
+        With ``image_index`` (B,), features are (I, P, D) for I images and caption b belongs to image
+        ``image_index[b]``: per-image work (e.g. attention keys) is done once per image, not per caption.
+        """
+        raise NotImplementedError
+
+    def prepare_for(self, features: Tensor, image_index: Tensor | None) -> State:
+        """``prepare`` once per image, then one memory row per caption."""
+        memory = self.prepare(features)
+        if image_index is None:
+            return memory
+        return {name: t.index_select(0, image_index) for name, t in memory.items()}  # (B, ...)

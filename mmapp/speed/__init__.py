@@ -1,0 +1,10 @@
+"""Training-speed code, kept apart from the readable model and engine.
+
+* ``teacher_forcing.py``: faster teacher-forcing loops for the recurrent decoder (shrinking batch,
+  compiled update, fixed shapes), chosen by one switch: ``use_training_path(decoder, path)``;
+* ``graphed.py``: a whole training step captured in a CUDA graph and replayed, and the epoch loop
+  that drives it (``train_graphed_epoch``).
+
+Each computes what the plain code computes (``RecurrentAttentionDecoder.forward``,
+``engine.train_one_epoch``); ``tests/test_speed_paths.py`` and ``tests/test_graphed.py`` show it.
+"""
