@@ -358,16 +358,15 @@ class VQAModel(_ImageModel):
         Questions are checked (``check_question``) before the encoder runs."""
         top_k = check_top_k(top_k)
         questions = [questions] if isinstance(questions, str) else list(questions)
+        images = as_image_list(images)
+        if len(images) not in (1, len(questions)):
+            raise InputError(f"{len(images)} images but {len(questions)} questions")
         checked = [self.check_question(q) for q in questions]  # refuse bad questions before the encoder runs
         pil, image_warnings = self.read(images)
-        if len(pil) == 1 and len(questions) > 1:
-            features, sizes = self.encode(pil)
+        features, sizes = self.encode(pil)
+        if len(pil) == 1 and len(questions) > 1:  # one image, encoded once, for every question
             features, sizes = features.expand(len(questions), -1, -1), sizes * len(questions)  # (B, P, D)
             image_warnings = image_warnings * len(questions)
-        elif len(pil) != len(questions):
-            raise InputError(f"{len(pil)} images but {len(questions)} questions")
-        else:
-            features, sizes = self.encode(pil)
         warnings = [iw + qw for iw, (_, qw) in zip(image_warnings, checked)]
         return self.answer_results(features, [q for q, _ in checked], sizes, top_k, warnings)
 
