@@ -3,7 +3,8 @@ and exposes ``register(subparsers)``; heavy imports happen inside the command's 
 
 Exit codes: 0 done; 2 usage error (unknown option, out-of-range value such as ``--top-k 0``);
 3 bad input, nothing done (an unreadable image, a refused question, a missing or wrong checkpoint,
-a bad data file); 4 some inputs were bad and skipped (reported on stderr), the rest were done;
+a bad data file); 4 some inputs were bad and skipped (reported on stderr), the rest were done, or
+(``caption``/``ask --strict``) some results came with warnings such as an out-of-domain image;
 130 interrupted. ``MMAPP_DEBUG=1`` shows tracebacks instead of one-line errors.
 """
 
@@ -22,8 +23,8 @@ COMMANDS = ("predict", "data", "features", "train", "eval", "app")
 EXIT_USAGE = 2
 EXIT_BAD_INPUT = 3
 EXIT_PARTIAL = 4
-EPILOG = ("exit codes: 0 done, 2 usage error, 3 bad input (nothing done), 4 some inputs skipped (the rest done), "
-          "130 interrupted")
+EPILOG = ("exit codes: 0 done, 2 usage error, 3 bad input (nothing done), 4 some inputs skipped (the rest done; "
+          "with caption/ask --strict also: some results had warnings), 130 interrupted")
 
 
 class UsageError(MMAppError):

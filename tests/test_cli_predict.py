@@ -197,6 +197,10 @@ def test_warnings_on_stderr_for_out_of_domain_images_and_unknown_words(tmp_path,
     assert main(["ask", str(scene), "what color is the ✨ circle?", "--checkpoint", str(vqa)]) == 0
     err = capsys.readouterr().err
     assert f"warning: {scene}: words the model does not know were ignored: '✨'" in err
+    # --strict: a warning shows in the exit code; the result is still written
+    assert main(["caption", str(scene), "--checkpoint", str(cap), "--strict"]) == EXIT_PARTIAL
+    assert capsys.readouterr().out.startswith(f"{scene}\t")
+    assert main(["ask", str(scene), "what color is the circle?", "--checkpoint", str(vqa), "--strict"]) == 0
 
 
 def test_save_attention_writes_the_apps_overlays(captioner_checkpoint, vqa_checkpoint, image_file, tmp_path,

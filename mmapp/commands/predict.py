@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the results here, not to stdout")
     common.add_argument("--save-attention", type=Path, metavar="DIR",
                         help="write the attention overlays the app shows as PNG files into DIR")
+    common.add_argument("--strict", action="store_true",
+                        help="a warning (out-of-domain image, ignored or cut-off words) makes the exit code 4; "
+                             "the results are still written")
 
     cap = sub.add_parser("caption", parents=[common], help="caption images",
                          description="Caption images with the attention-LSTM captioner. IMAGE may be a file, a "
@@ -128,10 +131,10 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 class Run:
     """One command's reporting: stderr lines (above the progress bar), failures and the exit code."""
 
-    def __init__(self, command: str, total: int) -> None:
+    def __init__(self, command: str, total: int, strict: bool = False) -> None:
         from tqdm import tqdm
 
-        self.command, self.failures, self.done = command, 0, 0
+        self.command, self.failures, self.done, self.strict, self.warned = command, 0, 0, strict, 0
         self.bar = tqdm(total=total, unit="image", file=sys.stderr, disable=total <= PROGRESS_AFTER,
                         dynamic_ncols=True)
 
@@ -143,6 +146,7 @@ class Run:
         self.say(f"error: {message}")
 
     def warn(self, where: str, messages: Sequence[str]) -> None:
+        self.warned += bool(messages)
         for m in messages:
             self.say(f"warning: {where}: {m}")
 
@@ -153,7 +157,12 @@ class Run:
         if self.failures and self.done:
             self.say(f"{what}: {self.failures} skipped, {self.done} done")
             return EXIT_PARTIAL
-        return EXIT_BAD_INPUT if self.failures or not self.done else 0
+        if self.failures or not self.done:
+            return EXIT_BAD_INPUT
+        if self.strict and self.warned:
+            self.say(f"--strict: {self.warned} results with warnings")
+            return EXIT_PARTIAL
+        return 0
 
 
 def _open(run: Run, paths: Sequence[str], name: Callable[[str], str] = str) -> list[tuple[str, Any, list[str]]]:
@@ -190,7 +199,7 @@ def run_caption(args: argparse.Namespace) -> int:
     from mmapp.app.overlay import word_overlays
 
     paths, problems = expand_inputs(args.images)
-    run = Run("caption", len(paths))
+    run = Run("caption", len(paths), args.strict)
     for problem in problems:
         run.fail(problem)
     if args.format == "coco":
@@ -279,7 +288,7 @@ def run_ask(args: argparse.Namespace) -> int:
         asked, elsewhere = read_questions(args.questions, paths)
     else:
         asked, elsewhere = [(args.image, args.question, 0)], 0
-    run = Run("ask", len({p for p, _, _ in asked}))
+    run = Run("ask", len({p for p, _, _ in asked}), args.strict)
     for problem in problems:
         run.fail(problem)
     if elsewhere:
