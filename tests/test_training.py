@@ -267,7 +267,7 @@ def test_nan_loss_stops_without_checkpoint(tmp_path, coco_cache, monkeypatch, ca
     run = tmp_path / "nan"
     rc = main(caption_args(run, coco_cache, "train.epochs=3", "train.checkpoint_every=1"))
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(calls) == nan_at_call
+    assert rc == 3 and len(calls) == nan_at_call
     assert err.startswith("mmapp train: error: epoch") and "loss became nan" in err and "\n" not in err
     if nan_at_call == 1:
         assert not [p.name for p in run.iterdir() if "safetensors" in p.name]
