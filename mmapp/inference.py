@@ -26,7 +26,7 @@ from torch import Tensor
 from PIL import Image
 
 from mmapp.checkpoint import load_encoder, load_head
-from mmapp.errors import ImageError, InputError
+from mmapp.errors import CheckpointError, ImageError, InputError
 from mmapp.images import ImageInput, decode_image, load_image, preprocess
 from mmapp.ood import DomainCheck, OODStats
 from mmapp.vocab import AnswerVocab, Vocab, tokenize
@@ -234,8 +234,8 @@ class _ImageModel:
         """The shipped checkpoint (see ``default_checkpoint``), loaded with no path."""
         path = default_checkpoint(cls.kind)
         if not path.is_file():
-            raise FileNotFoundError(2, "no shipped checkpoint (set MMAPP_CHECKPOINTS to the folder holding "
-                                       f"{path.name})", str(path))
+            raise CheckpointError(f"no shipped {cls.kind} checkpoint at {path}: pass a checkpoint file, or set "
+                                  f"MMAPP_CHECKPOINTS to the folder holding {path.name}")
         return cls.from_checkpoint(path, device, encoder)
 
     @property

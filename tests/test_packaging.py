@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mmapp.errors import CheckpointError
 from mmapp.inference import Captioner, VQAModel, default_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def test_default_checkpoint_lookup_order(tmp_path, monkeypatch):
     assert default_checkpoint("captioner") == REPO / "checkpoints" / "captioner.safetensors"  # a source checkout
     monkeypatch.setenv("MMAPP_CHECKPOINTS", str(tmp_path))
     assert default_checkpoint("vqa") == tmp_path / "vqa.safetensors"
-    with pytest.raises(FileNotFoundError, match="MMAPP_CHECKPOINTS"):
+    with pytest.raises(CheckpointError, match="MMAPP_CHECKPOINTS"):
         Captioner.from_pretrained("cpu")
 
 

@@ -4,7 +4,9 @@ Layout: an image (upload, drop, paste, webcam or an example) and a beam-size sli
 with one smooth attention overlay per word; a question box with the top-5 answers and the question's
 attention overlay; an out-of-domain warning; a "Models" panel. Two named API endpoints, ``/caption``
 and ``/answer``, return JSON (caption, tokens, score, attention maps; answers with probabilities,
-attention map). Every handler turns bad input into a one-line ``gr.Error``, never a traceback.
+attention map); ``launch_demo`` also serves the HTTP API (``mmapp/http_api.py``: ``POST /v1/caption`` and
+``/v1/answer``, OpenAPI page at ``/docs``). Every handler turns bad input into a one-line ``gr.Error``,
+never a traceback.
 """
 
 from __future__ import annotations
