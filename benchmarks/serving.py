@@ -1,6 +1,7 @@
-"""App benchmarks: the served app (``python -m mmapp app``, its own process) driven by ``gradio_client``.
+"""App benchmarks: the served app (``python -m mmapp app``, its own process) driven by ``gradio_client``
+and by plain HTTP (``POST /v1/caption``, multipart, one keep-alive ``httpx.Client`` per client).
 
-* latency: a /caption request through the client against the direct call (``Captioner.caption`` on the
+* latency: a caption request through each client against the direct call (``Captioner.caption`` on the
   same checkpoint and image, in this process);
 * concurrency: requests/s with 16 clients at once (the app batches concurrent requests) against one;
 * memory: the app process's resident set (current and peak) after that load, both models loaded.
@@ -160,41 +161,31 @@ def run(sizes: Sizes, folder: Path) -> list[Figure]:
         direct.append(time.perf_counter() - start)
     del captioner
 
-    served, one_client_rate, concurrent_rate = {}, {}, {}
+    measured = {}
     with AppProcess(cap_path, vqa_path) as app:
-        def request(c) -> None:
+        def gradio_request(c) -> None:
             c.predict(handle_file(str(image)), 3, api_name="/caption")
 
-        for verify in (True, False):
-            client = _client(app.url, verify)
-            for _ in range(2):
-                request(client)
-            times = []
-            for _ in range(sizes.app_requests * 2):
-                start = time.perf_counter()
-                request(client)
-                times.append(time.perf_counter() - start)
-            served[verify], one_client_rate[verify] = times, 1.0 / median(times)
-            concurrent_rate[verify] = _concurrent_rate(request, [_client(app.url, verify)
-                                                                 for _ in range(sizes.app_clients)],
-                                                       sizes.app_requests)
+        for verify, how in ((True, "gradio_client defaults"), (False, "gradio_client, ssl_verify=False")):
+            measured[how] = _measure(gradio_request, lambda: _client(app.url, verify), sizes)
+        measured["HTTP POST /v1/caption, httpx, multipart"] = _measure(_http_request(app.url, image),
+                                                                       _http_client, sizes)
         rss, peak = process_memory_mb(app.proc.pid)
 
     floor = import_floor_mib()
     direct_ms = median(direct) * 1e3
     figures = [Figure(GROUP, "caption, direct call (Captioner.caption)", direct_ms, "ms", False, note=note,
                       samples=direct)]
-    for verify, how in ((True, "gradio_client defaults"), (False, "gradio_client, ssl_verify=False")):
-        served_ms = median(served[verify]) * 1e3
+    for how, (times, concurrent_rate) in measured.items():
+        served_ms, one_client_rate = median(times) * 1e3, 1.0 / median(times)
         overhead = served_ms - direct_ms
         figures += [
-            Figure(GROUP, f"caption through {how}, 1 client", served_ms, "ms", False, note=note,
-                   samples=served[verify]),
+            Figure(GROUP, f"caption through {how}, 1 client", served_ms, "ms", False, note=note, samples=times),
             Figure(GROUP, f"client overhead over the direct call ({how})", overhead, "ms", False, "target +30 ms",
                    against(max(overhead, 1e-3), 30.0, False), 1.0, "served minus direct"),
-            Figure(GROUP, f"{sizes.app_clients} concurrent clients ({how})", concurrent_rate[verify], "requests/s",
-                   True, "1 client (same run)", against(concurrent_rate[verify], one_client_rate[verify], True), 3.0,
-                   f"1 client: {one_client_rate[verify]:.1f} requests/s; {note}"),
+            Figure(GROUP, f"{sizes.app_clients} concurrent clients ({how})", concurrent_rate, "requests/s",
+                   True, "1 client (same run)", against(concurrent_rate, one_client_rate, True), 3.0,
+                   f"1 client: {one_client_rate:.1f} requests/s; {note}"),
         ]
     return figures + [
         Figure(GROUP, "app process memory, both models loaded, after the load", peak, "MiB peak RSS", False,
@@ -202,6 +193,37 @@ def run(sizes: Sizes, folder: Path) -> list[Figure]:
         Figure(GROUP, "a process that only imports torch, gradio, nltk", floor, "MiB RSS", False,
                note="information: the floor under the app's memory"),
     ]
+
+
+def _measure(request, make_client, sizes: Sizes) -> tuple[list[float], float]:
+    """(one client's latencies in s, requests/s of ``sizes.app_clients`` clients at once)."""
+    client = make_client()
+    for _ in range(2):
+        request(client)
+    times = []
+    for _ in range(sizes.app_requests * 2):
+        start = time.perf_counter()
+        request(client)
+        times.append(time.perf_counter() - start)
+    return times, _concurrent_rate(request, [make_client() for _ in range(sizes.app_clients)], sizes.app_requests)
+
+
+def _http_client():
+    """A keep-alive ``httpx.Client``, as a program calling the HTTP API would hold one."""
+    import httpx
+
+    return httpx.Client(timeout=120)
+
+
+def _http_request(url: str, image: Path):
+    data = image.read_bytes()
+
+    def request(client) -> None:
+        reply = client.post(url + "v1/caption", files={"image": (image.name, data, "image/jpeg")},
+                            data={"beam_size": "3"})
+        reply.raise_for_status()
+
+    return request
 
 
 def _concurrent_rate(request, clients: list, requests_each: int) -> float:

@@ -171,9 +171,8 @@ def decode_captions(model: Any, data_dir: Path, split: str, out_dir: Path, featu
     results: list[dict[str, Any]] = []
     for index, grids in _batches(requests, model, root, features, batch_size, workers, f"captioning {split}",
                                  progress):
-        decoded = model.caption_features(grids, beam_size=beam_size, max_len=max_len)
-        for i, tokens in zip(index, decoded.tokens.tolist()):
-            results.append({"image_id": images[i].image_id, "caption": " ".join(model.vocab.decode(tokens))})
+        for i, r in zip(index, model.caption_results(grids, beam_size=beam_size, max_len=max_len)):
+            results.append({"image_id": images[i].image_id, "caption": r.text})
     path = write_json(out_dir / f"captions_{split}_results.json", results)
     return {"results": path, "annotations": references}
 
@@ -215,9 +214,9 @@ def decode_answers(model: Any, data_dir: Path, split: str, out_dir: Path, featur
         for start in range(0, len(rows), 256):
             chunk = rows[start:start + 256]
             feats = grids[torch.tensor([b for b, _ in chunk], device=grids.device)]  # (Q, P, D)
-            probs, _ = model.answer_features(feats, [vqa.questions[n].question for _, n in chunk])  # (B, N)
-            for (_, n), a in zip(chunk, probs.argmax(dim=-1).tolist()):
-                results.append({"question_id": vqa.questions[n].question_id, "answer": model.answer_vocab.answers[a]})
+            answered = model.answer_results(feats, [vqa.questions[n].question for _, n in chunk], top_k=1)
+            for (_, n), r in zip(chunk, answered):
+                results.append({"question_id": vqa.questions[n].question_id, "answer": r.answers[0][0]})
     out = {"results": write_json(out_dir / f"vqa_{split}_results.json", results), "questions": files.questions}
     if files.vqa_annotations is not None:
         out["annotations"] = files.vqa_annotations

@@ -1,6 +1,10 @@
-"""Error types with messages meant for people, not tracebacks."""
+"""Error types with messages meant for people, not tracebacks, and the command line's exit codes."""
 
 from __future__ import annotations
+
+EXIT_USAGE = 2  # options that do not go together (argparse's own errors too)
+EXIT_BAD_INPUT = 3  # bad input: nothing done
+EXIT_PARTIAL = 4  # some inputs skipped, the rest done
 
 
 class MMAppError(ValueError):
@@ -21,6 +25,10 @@ class InputError(MMAppError):
 
 class DataError(MMAppError):
     """A dataset file or record is bad: names the file and the record."""
+
+
+class UsageError(MMAppError):
+    """Options that do not go together (exit code 2, like argparse's own errors)."""
 
 
 class NonFiniteLossError(MMAppError):

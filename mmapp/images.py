@@ -73,6 +73,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def load_image(src: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Any supported input -> an RGB ``PIL.Image`` (EXIF-rotated), or ``ImageError``."""
+    return decode_image(src, max_pixels)[0]
+
+
+def decode_image(src: ImageInput, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, int]:
+    """Like ``load_image``, and how many frames the source had (> 1: animated, the first is used)."""
     where = _describe(src)
     if isinstance(src, np.ndarray):
         img = _from_array(src)
@@ -101,11 +106,12 @@ def load_image(src: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"{where} is {width}x{height} pixels: too small (at least {MIN_SIDE}x{MIN_SIDE})")
     try:
-        if getattr(img, "n_frames", 1) > 1:
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1:
             img.seek(0)  # animated GIF/WebP/APNG: the first frame
         img.load()
         img = ImageOps.exif_transpose(img)
-        return _to_rgb(img)
+        return _to_rgb(img), frames
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{where} is corrupt or truncated: {e}") from None
 

@@ -1,12 +1,16 @@
-"""The inference API the CLI, the evaluator and the app use.
+"""The inference API, and the only place that turns model outputs into results.
 
-    >>> cap = Captioner.from_checkpoint("checkpoints/captioner.safetensors")
-    >>> cap.caption("scene.png", beam_size=3)[0].text
-    >>> vqa = VQAModel.from_checkpoint("checkpoints/vqa.safetensors")
+    >>> cap = Captioner.from_pretrained()            # the shipped checkpoint; or .from_checkpoint(path)
+    >>> r = cap.caption("scene.png", beam_size=3)[0]
+    >>> r.text, r.attention.shape, r.domain, r.warnings
+    >>> vqa = VQAModel.from_pretrained(encoder=cap.encoder)
     >>> vqa.answer("scene.png", "what color is the circle?")[0].answers
 
-Inputs may be one image or a list: file paths, bytes, PIL images or numpy arrays (see ``images.py``).
-Results always come back as a list, one entry per image (or per question).
+Inputs may be one image or a list: file paths, bytes, PIL images or numpy arrays (see ``images.py``);
+an RGB PIL image is used as it is, never decoded again. Results always come back as a list, one entry
+per image (or per question), and carry the out-of-domain verdict and the warnings about the input
+(unknown words ignored, words cut off, animated images). The app, the CLI, the HTTP API, the model
+card and the evaluator all build their results here; the limits below are the ones they all apply.
 """
 
 from __future__ import annotations
@@ -19,23 +23,36 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from PIL import Image
+
 from mmapp.checkpoint import load_encoder, load_head
+from mmapp.config import EncoderConfig, from_dict
 from mmapp.distributed import resolve_device
-from mmapp.errors import InputError
+from mmapp.errors import CheckpointError, InputError
 from mmapp.images import ImageInput, load_image, preprocess
-from mmapp.ood import OODStats
+from mmapp.models.decoding import beam_search
+from mmapp.ood import DomainCheck, OODStats
+from mmapp.inputs import (CAPTION_LEN, EXAMPLE_QUESTION, MAX_BEAM_SIZE, MAX_CAPTION_LEN, MAX_QUESTION_CHARS,  # noqa: F401
+                          MAX_TOP_K, TOP_K, check_beam_size, check_max_len, check_question, check_top_k, open_image)
 from mmapp.vocab import AnswerVocab, Vocab
 
-MAX_QUESTION_CHARS = 500
 DEFAULT_CHECKPOINTS = {"captioner": "captioner.safetensors", "vqa": "vqa.safetensors"}
 
 
 def default_checkpoint(kind: str) -> Path:
-    """The shipped checkpoint of ``kind``: ``$MMAPP_CHECKPOINTS`` or the repository's ``checkpoints/``."""
+    """The shipped checkpoint of ``kind``: in ``$MMAPP_CHECKPOINTS`` when set, else the repository's
+    ``checkpoints/`` (a source checkout or an editable install), else the copy inside the installed
+    package (``mmapp/checkpoints/``, put there by ``pip install .`` from the same folder)."""
     import os
 
-    folder = Path(os.environ.get("MMAPP_CHECKPOINTS", Path(__file__).resolve().parents[1] / "checkpoints"))
-    return folder / DEFAULT_CHECKPOINTS[kind]
+    name = DEFAULT_CHECKPOINTS[kind]
+    if os.environ.get("MMAPP_CHECKPOINTS"):
+        return Path(os.environ["MMAPP_CHECKPOINTS"]) / name
+    here = Path(__file__).resolve().parent
+    for folder in (here.parent / "checkpoints", here / "checkpoints"):
+        if (folder / name).is_file():
+            return folder / name
+    return here.parent / "checkpoints" / name
 
 
 def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
@@ -46,8 +63,27 @@ def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]
     return [images]
 
 
+def _decoded(image: Any) -> bool:
+    return isinstance(image, Image.Image) and image.mode == "RGB"
+
+
 @dataclass
-class CaptionResult:
+class _Result:
+    """What every result carries besides its content: the domain verdict and the input's warnings."""
+
+    def messages(self) -> list[str]:
+        """Everything a person should be told about this result: warnings, then the OOD verdict."""
+        ood = self.domain.message(self.model_kind) if self.domain is not None else None
+        return [*self.warnings, *([ood] if ood else [])]
+
+    def _common_json(self) -> dict[str, Any]:
+        return {"image_size": list(self.image_size), "grid": list(self.attention.shape[-2:]),
+                "out_of_domain": None if self.domain is None else self.domain.to_json(),
+                "warnings": list(self.warnings)}
+
+
+@dataclass
+class CaptionResult(_Result):
     """One caption: its words, total log-probability and one (H, W) attention map per word."""
 
     text: str
@@ -55,10 +91,20 @@ class CaptionResult:
     score: float
     attention: np.ndarray  # (T, H, W), T = len(tokens)
     image_size: tuple[int, int] = (0, 0)  # (width, height) of the input image
+    beam_size: int = 0
+    domain: DomainCheck | None = None  # None: the checkpoint has no out-of-domain statistics
+    warnings: list[str] = field(default_factory=list)
+    model_kind = "captioner"
+
+    def to_json(self, digits: int = 5) -> dict[str, Any]:
+        """The JSON the CLI (``--json``), the HTTP API and the Gradio API return; attention (T, H, W)."""
+        return {"caption": self.text, "tokens": list(self.tokens), "score": self.score,
+                "beam_size": self.beam_size, "attention": np.round(self.attention, digits).tolist(),
+                **self._common_json()}
 
 
 @dataclass
-class AnswerResult:
+class AnswerResult(_Result):
     """Top answers with probabilities and the question's attention map (mean over glimpses)."""
 
     question: str
@@ -66,6 +112,16 @@ class AnswerResult:
     attention: np.ndarray  # (H, W)
     glimpses: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))  # (G, H, W)
     image_size: tuple[int, int] = (0, 0)
+    domain: DomainCheck | None = None
+    warnings: list[str] = field(default_factory=list)
+    model_kind = "VQA model"
+
+    def to_json(self, digits: int = 5) -> dict[str, Any]:
+        """The JSON the CLI, the HTTP API and the Gradio API return; attention (H, W), glimpses (G, H, W)."""
+        return {"question": self.question,
+                "answers": [{"answer": a, "probability": p} for a, p in self.answers],
+                "attention": np.round(self.attention, digits).tolist(),
+                "glimpses": np.round(self.glimpses, digits).tolist(), **self._common_json()}
 
 
 class _ImageModel:
@@ -90,21 +146,35 @@ class _ImageModel:
         model.ood = OODStats.from_checkpoint(meta, tensors)
         return model
 
+    @classmethod
+    def from_pretrained(cls, device: str | torch.device = "auto", encoder: Any = None):
+        """The shipped checkpoint (see ``default_checkpoint``), loaded with no path."""
+        path = default_checkpoint(cls.kind)
+        if not path.is_file():
+            raise CheckpointError(f"no shipped {cls.kind} checkpoint at {path}: pass a checkpoint file, or set "
+                                  f"MMAPP_CHECKPOINTS to the folder holding {path.name}")
+        return cls.from_checkpoint(path, device, encoder)
+
     @property
     def encoder_cfg(self):
         return self.encoder.cfg
 
-    def out_of_domain(self, features: Tensor) -> list[tuple[float, bool]] | None:
-        """features (B, P, D) -> per image (score, above the threshold?), or None without statistics."""
+    def domain_checks(self, features: Tensor) -> list[DomainCheck | None]:
+        """features (B, P, D) -> each image's out-of-domain verdict (None without statistics)."""
         if self.ood is None:
-            return None
-        scores = self.ood.score(features)
-        return [(float(s), bool(s > self.ood.threshold)) for s in scores]
+            return [None] * features.shape[0]
+        return self.ood.checks(features)
+
+    def read(self, images: ImageInput | Sequence[ImageInput]) -> tuple[list[Image.Image], list[list[str]]]:
+        """Inputs -> RGB images, each decoded once, and each one's warnings."""
+        opened = [(i, []) if _decoded(i) else open_image(i) for i in as_image_list(images)]
+        return [image for image, _ in opened], [warnings for _, warnings in opened]
 
     @torch.inference_mode()
     def encode(self, images: ImageInput | Sequence[ImageInput]) -> tuple[Tensor, list[tuple[int, int]]]:
-        """Images -> grid features (B, P, D) and each image's (width, height)."""
-        pil = [load_image(i) for i in as_image_list(images)]
+        """Images -> grid features (B, P, D) and each image's (width, height); RGB PIL images are used
+        as they are, anything else is decoded first."""
+        pil = [i if _decoded(i) else load_image(i) for i in as_image_list(images)]
         if not pil:
             raise InputError("no images given")
         batch = torch.stack([preprocess(p, self.encoder.cfg) for p in pil]).to(self.device)  # (B, 3, S, S)
@@ -112,8 +182,6 @@ class _ImageModel:
 
 
 def _same_encoder(encoder: Any, meta: dict) -> bool:
-    from mmapp.config import EncoderConfig, from_dict
-
     # compared as configs: a checkpoint written before a field existed holds that field's default
     return (encoder.cfg == from_dict(EncoderConfig, meta["encoder"])
             and encoder.weights_id() == meta.get("encoder_weights_id"))
@@ -130,26 +198,31 @@ class Captioner(_ImageModel):
     def caption_features(self, features: Tensor, beam_size: int = 3, max_len: int = 20,
                          length_penalty: float = 0.0):
         """features (B, P, D) -> ``decoding.Decoded`` (token ids, lengths, scores, attention (B, T, P))."""
-        from mmapp.models.decoding import beam_search
-
         return beam_search(self.head, features.to(self.device), beam_size, max_len,
                            self.vocab.start_id, self.vocab.end_id, self.vocab.pad_id, length_penalty)
 
-    def caption(self, images: ImageInput | Sequence[ImageInput], beam_size: int = 3, max_len: int = 20,
+    def caption(self, images: ImageInput | Sequence[ImageInput], beam_size: int = 3, max_len: int = CAPTION_LEN,
                 length_penalty: float = 0.0) -> list[CaptionResult]:
         """Images -> one ``CaptionResult`` per image (attention maps (T, H, W), one per word)."""
-        if not 1 <= beam_size <= 20:
-            raise InputError(f"beam_size must be between 1 and 20, got {beam_size}")
-        if not 1 <= max_len <= 100:
-            raise InputError(f"max_len must be between 1 and 100, got {max_len}")
-        features, sizes = self.encode(images)
+        beam_size, max_len = check_beam_size(beam_size), check_max_len(max_len)
+        pil, warnings = self.read(images)
+        features, sizes = self.encode(pil)
+        return self.caption_results(features, sizes, beam_size, max_len, length_penalty, warnings)
+
+    def caption_results(self, features: Tensor, sizes: Sequence[tuple[int, int]] | None = None,
+                        beam_size: int = 3, max_len: int = CAPTION_LEN, length_penalty: float = 0.0,
+                        warnings: Sequence[list[str]] | None = None) -> list[CaptionResult]:
+        """features (B, P, D) -> one ``CaptionResult`` per row; ``sizes`` and ``warnings`` per row."""
         decoded = self.caption_features(features, beam_size, max_len, length_penalty)
+        checks = self.domain_checks(features)
         H, W = self.grid
         results = []
-        for i, size in enumerate(sizes):
+        for i, domain in enumerate(checks):
             words = self.vocab.decode(decoded.tokens[i].tolist())
             attention = decoded.attention[i, : len(words)].float().cpu().numpy().reshape(len(words), H, W)
-            results.append(CaptionResult(" ".join(words), words, float(decoded.scores[i]), attention, size))
+            results.append(CaptionResult(" ".join(words), words, float(decoded.scores[i]), attention,
+                                         tuple(sizes[i]) if sizes else (0, 0), beam_size, domain,
+                                         list(warnings[i]) if warnings else []))
         return results
 
 
@@ -161,20 +234,26 @@ class VQAModel(_ImageModel):
         self.vocab = Vocab.from_dict(meta["vocab"])
         self.answer_vocab = AnswerVocab.from_dict(meta["answers"])
 
+    @property
+    def max_question_words(self) -> int:
+        """How many words of a question the model reads (the length it was trained with)."""
+        return int(self.meta["training"].get("max_question_len", 30))
+
+    def check_question(self, question: Any) -> tuple[str, list[str]]:
+        """``check_question`` against this model's vocabulary and question length."""
+        return check_question(question, self.vocab, self.max_question_words)
+
     def encode_questions(self, questions: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Questions -> ids (B, L) padded with 0 and lengths (B,); refuses empty or overlong text."""
+        """Questions -> ids (B, L) padded with 0 and lengths (B,). Unknown words read as ``<unk>``;
+        callers with people's questions check them first with ``check_question``."""
         ids = []
         for q in questions:
-            if not isinstance(q, str) or not q.strip():
-                raise InputError("the question is empty: type a question about the image")
-            if len(q) > MAX_QUESTION_CHARS:
-                raise InputError(f"the question is {len(q)} characters long; the limit is {MAX_QUESTION_CHARS}")
-            encoded = self.vocab.encode_question(q, max_len=self.meta["training"].get("max_question_len", 30))
+            encoded = self.vocab.encode_question(q, max_len=self.max_question_words) if isinstance(q, str) else []
             if not encoded:
-                raise InputError(f"the question {q!r} has no words")
+                check_question(q, self.vocab)  # raises the message for an empty or wordless question
             ids.append(encoded)
         L = max(len(i) for i in ids)
-        padded = torch.zeros(len(ids), L, dtype=torch.long)
+        padded = torch.zeros(len(ids), L, dtype=torch.long)  # (B, L)
         for row, i in enumerate(ids):
             padded[row, : len(i)] = torch.tensor(i)
         return padded.to(self.device), torch.tensor([len(i) for i in ids])
@@ -187,23 +266,36 @@ class VQAModel(_ImageModel):
         return logits.float().softmax(dim=-1), attention
 
     def answer(self, images: ImageInput | Sequence[ImageInput], questions: str | Sequence[str],
-               top_k: int = 5) -> list[AnswerResult]:
-        """One question per image (or one image, several questions) -> one ``AnswerResult`` each."""
+               top_k: int = TOP_K) -> list[AnswerResult]:
+        """One question per image (or one image, several questions) -> one ``AnswerResult`` each.
+        Questions are checked (``check_question``) before the encoder runs."""
+        top_k = check_top_k(top_k)
         questions = [questions] if isinstance(questions, str) else list(questions)
         images = as_image_list(images)
-        if len(images) == 1 and len(questions) > 1:
-            images = images * len(questions)
-        if len(images) != len(questions):
+        if len(images) not in (1, len(questions)):
             raise InputError(f"{len(images)} images but {len(questions)} questions")
-        self.encode_questions(questions)  # refuse bad questions before the encoder runs
-        features, sizes = self.encode(images)
-        probs, attention = self.answer_features(features, questions)
+        checked = [self.check_question(q) for q in questions]  # refuse bad questions before the encoder runs
+        pil, image_warnings = self.read(images)
+        features, sizes = self.encode(pil)
+        if len(pil) == 1 and len(questions) > 1:  # one image, encoded once, for every question
+            features, sizes = features.expand(len(questions), -1, -1), sizes * len(questions)  # (B, P, D)
+            image_warnings = image_warnings * len(questions)
+        warnings = [iw + qw for iw, (_, qw) in zip(image_warnings, checked)]
+        return self.answer_results(features, [q for q, _ in checked], sizes, top_k, warnings)
+
+    def answer_results(self, features: Tensor, questions: Sequence[str],
+                       sizes: Sequence[tuple[int, int]] | None = None, top_k: int = TOP_K,
+                       warnings: Sequence[list[str]] | None = None) -> list[AnswerResult]:
+        """features (B, P, D) and B questions -> one ``AnswerResult`` each (top ``top_k`` answers)."""
+        probs, attention = self.answer_features(features, questions)  # (B, N), (B, G, P)
+        checks = self.domain_checks(features)
         H, W = self.grid
-        k = max(1, min(top_k, probs.shape[-1]))
-        top_p, top_i = probs.topk(k, dim=-1)
+        top_p, top_i = probs.topk(max(1, min(top_k, probs.shape[-1])), dim=-1)  # (B, k)
         results = []
         for b, question in enumerate(questions):
             glimpses = attention[b].float().cpu().numpy().reshape(-1, H, W)  # (G, H, W)
-            ranked = [(self.answer_vocab.answers[i], float(p)) for p, i in zip(top_p[b], top_i[b])]
-            results.append(AnswerResult(question, ranked, glimpses.mean(axis=0), glimpses, sizes[b]))
+            ranked = [(self.answer_vocab.answers[i], p) for p, i in zip(top_p[b].tolist(), top_i[b].tolist())]
+            results.append(AnswerResult(question, ranked, glimpses.mean(axis=0), glimpses,
+                                        tuple(sizes[b]) if sizes else (0, 0), checks[b],
+                                        list(warnings[b]) if warnings else []))
         return results

@@ -1,4 +1,5 @@
-"""Every figure of the README's model card for a captioner + VQA checkpoint pair on a shapes split.
+"""Every figure of the README's model card for a captioner + VQA checkpoint pair on a generated split
+(shapes or objects: any folder with COCO captions + instances and VQA v2 files).
 
 VQA accuracy (official metric) per question type; caption BLEU/METEOR/ROUGE-L/CIDEr-D (beam 3);
 CHAIR-i hallucination; the pointing game for caption words that name an object and for questions
@@ -15,16 +16,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from mmapp.data.mentions import load_scene_objects, present_keys
 from mmapp.inference import Captioner, VQAModel
+from mmapp.metrics.caption_metrics import score_captions
 from mmapp.metrics.grounding import score_grounding, summarize_grounding
+from mmapp.metrics.hallucination import chair
+from mmapp.metrics.vqa_accuracy import vqa_accuracy
 
 OOD_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
 def _load_split(data_dir: Path, split: str) -> dict[str, Any]:
-    from mmapp.data.mentions import load_scene_objects
-
     ann = data_dir / "annotations"
     captions = json.loads((ann / f"captions_{split}.json").read_text())
     lexicon, objects, _ = load_scene_objects(ann / f"instances_{split}.json")
@@ -39,8 +43,6 @@ def _load_split(data_dir: Path, split: str) -> dict[str, Any]:
 
 
 def _encode_all(model: Captioner | VQAModel, paths: list[Path], batch_size: int = 32) -> torch.Tensor:
-    from tqdm import tqdm
-
     out = []
     for start in tqdm(range(0, len(paths), batch_size), desc="encoding", unit="batch", leave=False):
         features, _ = model.encode([str(p) for p in paths[start:start + batch_size]])
@@ -57,19 +59,13 @@ def caption_figures(captioner: Captioner, features: torch.Tensor, data: dict[str
     ``lexicon`` (the words that name them) and ``refs`` (id -> reference captions), as
     ``_load_split`` returns.
     """
-    from mmapp.data.mentions import present_keys
-    from mmapp.metrics.caption_metrics import score_captions
-    from mmapp.metrics.hallucination import chair
-
-    H, W = captioner.grid
     captions: dict[int, str] = {}
     grounding, groups = [], []
     for s in range(0, len(ids), 64):
-        decoded = captioner.caption_features(features[s:s + 64], beam_size=beam_size, max_len=max_len)
-        for k, image_id in enumerate(ids[s:s + 64]):
-            words = captioner.vocab.decode(decoded.tokens[k].tolist())
-            captions[image_id] = " ".join(words)
-            att = decoded.attention[k, : len(words)].float().cpu().numpy().reshape(len(words), H, W)
+        results = captioner.caption_results(features[s:s + 64], beam_size=beam_size, max_len=max_len)
+        for r, image_id in zip(results, ids[s:s + 64]):
+            words, att = r.tokens, r.attention  # att (T, H, W)
+            captions[image_id] = r.text
             im = data["images"][image_id]
             for m in data["lexicon"].mentions(words):
                 if m.category is None:
@@ -87,9 +83,7 @@ def caption_figures(captioner: Captioner, features: torch.Tensor, data: dict[str
 
 def evaluate(captioner: Captioner, vqa: VQAModel, data_dir: str | Path, split: str = "test",
              beam_size: int = 3, limit: int = 0, with_meteor: bool = True) -> dict[str, Any]:
-    """All model-card figures for one split of a shapes dataset folder."""
-    from mmapp.metrics.vqa_accuracy import vqa_accuracy
-
+    """All model-card figures for one split of a generated dataset folder."""
     start = time.perf_counter()
     data = _load_split(Path(data_dir), split)
     ids = sorted(data["images"])[: limit or None]
@@ -98,7 +92,6 @@ def evaluate(captioner: Captioner, vqa: VQAModel, data_dir: str | Path, split: s
     # The two models may read different grids (e.g. 224 joined vs 448 last): encode for each.
     vqa_features = features if vqa.encoder is captioner.encoder else _encode_all(vqa, paths)
     row = {image_id: r for r, image_id in enumerate(ids)}
-    H, W = vqa.grid
 
     cap = caption_figures(captioner, features, data, ids, beam_size, with_meteor=with_meteor)
     captions, word_scores, word_groups = cap["captions"], cap["grounding"], cap["groups"]
@@ -111,15 +104,14 @@ def evaluate(captioner: Captioner, vqa: VQAModel, data_dir: str | Path, split: s
     for s in range(0, len(questions), 256):
         chunk = questions[s:s + 256]
         rows = torch.tensor([row[q["image_id"]] for q in chunk])
-        probs, attention = vqa.answer_features(vqa_features.index_select(0, rows), [q["question"] for q in chunk])
-        maps = attention.float().mean(dim=1).cpu().numpy().reshape(len(chunk), H, W)  # mean over glimpses
-        for q, p, amap in zip(chunk, probs.argmax(-1).tolist(), maps):
-            results.append({"question_id": q["question_id"], "answer": vqa.answer_vocab.answers[p]})
+        answered = vqa.answer_results(vqa_features.index_select(0, rows), [q["question"] for q in chunk], top_k=1)
+        for q, r in zip(chunk, answered):
+            results.append({"question_id": q["question_id"], "answer": r.answers[0][0]})
             ann = anns[q["question_id"]]
             if len(ann.get("object_ids", [])) == 1:
                 obj = next(o for o in data["objects"][q["image_id"]] if o.id == ann["object_ids"][0])
                 im = data["images"][q["image_id"]]
-                q_scores.append(score_grounding(amap, (im["width"], im["height"]), list(obj.bbox)))
+                q_scores.append(score_grounding(r.attention, (im["width"], im["height"]), list(obj.bbox)))
                 q_groups.append(ann["question_type"])
     sub_questions = dict(data["questions"], questions=questions)
     sub_annotations = dict(data["annotations"], annotations=[anns[q["question_id"]] for q in questions])
@@ -141,18 +133,17 @@ def evaluate(captioner: Captioner, vqa: VQAModel, data_dir: str | Path, split: s
 
 def ood_report(model: Captioner, scene_features: torch.Tensor) -> dict[str, Any] | None:
     """Pass rate of in-domain scenes and the flags of the scikit-image photos."""
-    import skimage.data
+    import skimage.data  # heavy: scikit-image
 
-    scenes = model.out_of_domain(scene_features)
-    if scenes is None:
+    if model.ood is None:
         return None
+    scenes = model.domain_checks(scene_features)
     photos = {}
     for name in OOD_PHOTOS:
-        features, _ = model.encode(getattr(skimage.data, name)())
-        score, flagged = model.out_of_domain(features)[0]
-        photos[name] = {"score": round(score, 3), "flagged": flagged}
-    return {"threshold": model.ood.threshold, "scene_pass_rate": float(np.mean([not f for _, f in scenes])),
-            "photos": photos}
+        (result,) = model.caption(getattr(skimage.data, name)(), beam_size=1, max_len=1)
+        photos[name] = {"score": round(result.domain.score, 3), "flagged": result.domain.out_of_domain}
+    return {"threshold": model.ood.threshold,
+            "scene_pass_rate": float(np.mean([not c.out_of_domain for c in scenes])), "photos": photos}
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -14,6 +14,32 @@ import torch
 from torch import Tensor
 
 
+OWN_DATA_SECTION = 'the README section "Train on your own data"'
+
+
+@dataclass(frozen=True)
+class DomainCheck:
+    """One image's out-of-domain verdict: its score against the checkpoint's threshold."""
+
+    score: float
+    threshold: float
+
+    @property
+    def out_of_domain(self) -> bool:
+        return self.score > self.threshold
+
+    def message(self, kind: str) -> str | None:
+        """The warning for an out-of-domain image (``kind``: "captioner", "VQA model"), or None."""
+        if not self.out_of_domain:
+            return None
+        return (f"this image looks unlike the images the {kind} was trained on (out-of-domain score "
+                f"{self.score:.2f}, threshold {self.threshold:.2f}), so expect wrong answers; to use the models "
+                f"on pictures like this one, train them on your own data: see {OWN_DATA_SECTION}")
+
+    def to_json(self) -> dict:
+        return {"score": self.score, "threshold": self.threshold, "flagged": self.out_of_domain}
+
+
 @dataclass(frozen=True)
 class OODStats:
     mean: Tensor  # (D,)
@@ -28,9 +54,11 @@ class OODStats:
         z = (pooled - self.mean.to(pooled.device)) / self.std.to(pooled.device)
         return (z ** 2).mean(dim=-1)
 
-    def is_out_of_domain(self, features: Tensor) -> Tensor:
-        """features (B, P, D) -> (B,) bool."""
-        return self.score(features) > self.threshold
+    def checks(self, features: Tensor) -> list[DomainCheck | None]:
+        """features (B, P, D) -> one verdict per image; None each for features of another encoder."""
+        if features.shape[-1] != self.mean.numel():
+            return [None] * features.shape[0]
+        return [DomainCheck(float(s), self.threshold) for s in self.score(features).tolist()]
 
     def tensors(self) -> dict[str, Tensor]:
         return {"ood.mean": self.mean, "ood.std": self.std}

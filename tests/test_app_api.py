@@ -185,3 +185,112 @@ def test_32_concurrent_requests_all_succeed_and_share_batches(server):
         with pytest.raises(AppError):
             future.result()
     assert max(service.captions.batch_sizes) > 1 or max(service.answers.batch_sizes) > 1
+
+
+# ---------------------------------------------------------------------------------------------- HTTP API
+
+
+def _http(server, route, timeout=60, **kwargs):
+    import httpx
+
+    return httpx.post(server["url"] + "v1/" + route, timeout=timeout, **kwargs)
+
+
+def test_cli_http_gradio_and_service_agree_on_the_same_image(server, capsys):
+    """One image through the CLI, the HTTP API (multipart and base64 JSON), gradio_client and the app's
+    service function: same caption, same warnings, same domain verdict, same answers."""
+    import base64
+    import json
+
+    from mmapp.cli import main
+
+    folder, scene = server["folder"], server["scene"]
+    question = "what color is the ✨ circle?"
+    assert main(["caption", str(scene), "--checkpoint", str(folder / "captioner.safetensors"), "--json",
+                 "--beam-size", "2"]) == 0
+    captured = capsys.readouterr()
+    cli_caption = json.loads(captured.out)[0]
+    assert "looks unlike the images the captioner was trained on" in captured.err
+    assert main(["ask", str(scene), question, "--checkpoint", str(folder / "vqa.safetensors"), "--json"]) == 0
+    captured = capsys.readouterr()
+    cli_answer = json.loads(captured.out)
+    assert "words the model does not know were ignored: '✨'" in captured.err
+
+    picture = Image.open(scene).convert("RGB")
+    service_caption = server["service"].caption(picture, 2).to_json()
+    service_answer = server["service"].answer(picture, question).to_json()
+    data = scene.read_bytes()
+    http_caption = _http(server, "caption", files={"image": ("scene.png", data, "image/png")},
+                         data={"beam_size": "2"})
+    http_answer = _http(server, "answer", json={"image": base64.b64encode(data).decode(), "question": question,
+                                                "filename": "scene.png"})
+    assert http_caption.status_code == 200 and http_answer.status_code == 200
+    gradio_caption = caption(server, scene, 2)
+    gradio_answer = answer(server, scene, question)
+    for got in (service_caption, http_caption.json(), gradio_caption):
+        assert got["caption"] == cli_caption["caption"] and got["tokens"] == cli_caption["tokens"]
+        assert got["warnings"] == cli_caption["warnings"] == []
+        assert got["out_of_domain"]["flagged"] is cli_caption["out_of_domain"]["flagged"] is True
+        assert got["out_of_domain"]["score"] == pytest.approx(cli_caption["out_of_domain"]["score"], abs=1e-4)
+        assert got["score"] == pytest.approx(cli_caption["score"], abs=1e-4)
+        np.testing.assert_allclose(got["attention"], cli_caption["attention"], atol=1e-4)
+    for got in (service_answer, http_answer.json(), gradio_answer):
+        assert [a["answer"] for a in got["answers"]] == [a["answer"] for a in cli_answer["answers"]]
+        assert got["warnings"] == cli_answer["warnings"] == ["words the model does not know were ignored: '✨'"]
+        assert got["question"] == cli_answer["question"]
+    assert http_caption.json()["image"] == http_answer.json()["image"] == "scene.png"
+    assert set(http_caption.json()) == set(cli_caption)  # the same keys as `mmapp caption --json`
+
+
+@pytest.mark.parametrize("route, kwargs, status, message", [
+    ("caption", {"files": {"image": ("notes.txt", b"hello", "text/plain")}}, 400,
+     "notes.txt is not an image file PIL can read"),
+    ("caption", {"json": {"image": "%%%"}}, 400, "not valid base64"),
+    ("caption", {"json": {"beam_size": 3}}, 400, "no image given"),
+    ("caption", {"content": b"[1, 2", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+    ("caption", {"content": b"abc", "headers": {"content-type": "text/plain"}}, 415, "multipart/form-data"),
+    ("caption", {"scene": True, "data": {"beam_size": "11"}}, 400, "beam size must be a whole number from 1 to 10"),
+    ("answer", {"scene": True, "data": {"question": "   "}}, 400, "the question is empty"),
+    ("answer", {"scene": True, "data": {"question": "qué es esto"}}, 400, "none of the question's words are known"),
+    ("answer", {"scene": True, "data": {}}, 400, "no question given"),
+    ("answer", {"scene": True, "data": {"question": "what color?", "top_k": "0"}}, 400, "top-k must be"),
+])
+def test_http_errors_are_4xx_with_one_line(server, route, kwargs, status, message):
+    if kwargs.pop("scene", False):
+        kwargs["files"] = {"image": ("scene.png", server["scene"].read_bytes(), "image/png")}
+    reply = _http(server, route, **kwargs)
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert message in error and "\n" not in error and "Traceback" not in error
+
+
+def test_http_upload_over_the_limit_is_413(server):
+    from mmapp.http_api import MAX_UPLOAD_BYTES
+
+    reply = _http(server, "caption", files={"image": ("big.png", b"0" * (MAX_UPLOAD_BYTES + 70_000), "image/png")})
+    assert reply.status_code == 413 and "20 MB" in reply.json()["error"]
+
+
+def test_http_api_is_in_the_openapi_page(server):
+    import httpx
+
+    schema = httpx.get(server["url"] + "openapi.json", timeout=30).json()
+    for route in ("/v1/caption", "/v1/answer"):
+        body = schema["paths"][route]["post"]["requestBody"]["content"]
+        assert {"multipart/form-data", "application/json"} <= set(body)
+    assert "question" in schema["paths"]["/v1/answer"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"]["properties"]
+    assert httpx.get(server["url"] + "docs", timeout=30).status_code == 200
+
+
+def test_concurrent_http_requests_are_batched(server):
+    service = server["service"]
+    service.captions.batch_sizes.clear()
+    data = server["scene"].read_bytes()
+
+    def one(_):
+        return _http(server, "caption", files={"image": ("scene.png", data, "image/png")}).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(one, range(12)))
+    assert codes == [200] * 12 and max(service.captions.batch_sizes) > 1

@@ -15,12 +15,11 @@ from PIL import Image
 from mmapp.app.batching import MicroBatcher
 from mmapp.app.models_panel import model_card
 from mmapp.app.overlay import heatmap_overlay, smooth_map, word_overlays
-from mmapp.app.service import (AppService, as_json, check_beam_size, check_domain, check_question, ood_message,
-                               open_upload)
+from mmapp.app.service import AppService, open_upload
 from tests.support.tiny import make_tiny_checkpoints, write_scene
 from mmapp.errors import ImageError, InputError
-from mmapp.inference import Captioner, VQAModel
-from mmapp.ood import OODStats
+from mmapp.inference import Captioner, VQAModel, check_beam_size, check_question, check_top_k
+from mmapp.ood import DomainCheck, OODStats
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +102,19 @@ def test_beam_size_refused(value):
         check_beam_size(value)
 
 
+@pytest.mark.parametrize("value", [0, 21, 1.5, "x", None, False])
+def test_top_k_refused(value):
+    with pytest.raises(InputError, match="top-k must be a whole number from 1 to 20"):
+        check_top_k(value)
+
+
 def test_check_question(models):
     vocab = models[1].vocab
     assert check_question("  what color is the circle? ", vocab) == ("what color is the circle?", [])
     question, warnings = check_question("what color is the 🟥 circle?", vocab)
     assert warnings == ["words the model does not know were ignored: '🟥'"]
+    _, warnings = check_question("what color is the big circle", vocab, max_words=4)
+    assert warnings == ["the question has 6 words; only the first 4 are read: 'big circle' was cut off"]
     for bad, message in [("", "the question is empty"), ("   ", "the question is empty"), (None, "empty"),
                          ("x" * 10_000, "10,000 characters long; the limit is 500"),
                          ("?!", "has no words"), ("🙂🙂", "none of the question's words are known"),
@@ -162,11 +169,12 @@ def test_batched_captions_equal_one_by_one_with_mixed_beam_sizes(models, scenes)
     batched = service._caption_batch(items)
     for (image, beam), out in zip(items, batched):
         (single,) = captioner.caption(image, beam_size=beam)
-        assert out.result.text == single.text and out.result.tokens == single.tokens
-        assert out.result.score == pytest.approx(single.score, abs=1e-4)
-        np.testing.assert_allclose(out.result.attention, single.attention, atol=1e-5)
-        assert out.result.attention.shape == (len(single.tokens), *captioner.grid)
+        assert out.text == single.text and out.tokens == single.tokens
+        assert out.score == pytest.approx(single.score, abs=1e-4)
+        np.testing.assert_allclose(out.attention, single.attention, atol=1e-5)
+        assert out.attention.shape == (len(single.tokens), *captioner.grid)
         assert out.beam_size == beam and out.domain is not None and out.domain.out_of_domain
+        assert out.domain.score == pytest.approx(single.domain.score, abs=1e-4)
     service.close()
 
 
@@ -178,19 +186,20 @@ def test_batched_answers_equal_one_by_one(models, scenes):
     batched = service._answer_batch(list(zip(scenes, questions)))
     for image, question, out in zip(scenes, questions, batched):
         (single,) = vqa.answer(image, question)
-        assert [a for a, _ in out.result.answers] == [a for a, _ in single.answers]
-        np.testing.assert_allclose([p for _, p in out.result.answers], [p for _, p in single.answers], atol=1e-5)
-        np.testing.assert_allclose(out.result.attention, single.attention, atol=1e-5)
-        assert len(out.result.answers) == 5 and out.domain is None  # the VQA checkpoint has no OOD stats
-    out = service.answer(scenes[0], "what color is the 🟥 circle?")
-    assert out.warnings and as_json(out)["warnings"] == out.warnings
+        out.answers = out.answers[:5]
+        assert [a for a, _ in out.answers] == [a for a, _ in single.answers]
+        np.testing.assert_allclose([p for _, p in out.answers], [p for _, p in single.answers], atol=1e-5)
+        np.testing.assert_allclose(out.attention, single.attention, atol=1e-5)
+        assert len(single.answers) == 5 and out.domain is None  # the VQA checkpoint has no OOD stats
+    out = service.answer(scenes[0], "what color is the 🟥 circle?", top_k=2)
+    assert out.warnings and out.to_json()["warnings"] == out.warnings and len(out.answers) == 2
     service.close()
 
 
 def test_caption_json_has_one_map_per_token(models, scenes):
     captioner, vqa, paths = models
     service = AppService(captioner, vqa, checkpoints=paths)
-    data = as_json(service.caption(scenes[1], 2))
+    data = service.caption(scenes[1], 2).to_json()
     assert isinstance(data["caption"], str) and data["caption"] == " ".join(data["tokens"])
     assert np.asarray(data["attention"]).shape == (len(data["tokens"]), *captioner.grid)
     assert data["out_of_domain"]["flagged"] is True and data["image_size"] == [112, 112]
@@ -202,19 +211,17 @@ def test_caption_json_has_one_map_per_token(models, scenes):
 
 def test_ood_hook(models):
     captioner, vqa, _ = models
-    assert vqa.ood is None and check_domain(torch.zeros(16, 8), vqa.ood) is None  # no statistics: no warning
+    assert vqa.ood is None and vqa.domain_checks(torch.zeros(2, 16, 8)) == [None, None]  # no statistics
     stats = OODStats(torch.zeros(8), torch.ones(8), threshold=2.0, quantile=0.99, heldout_pass_rate=0.99)
-    near, far = torch.zeros(16, 8), torch.full((16, 8), 3.0)  # (P, D)
-    assert not check_domain(near, stats).out_of_domain and ood_message(check_domain(near, stats), "captioner") is None
-    far_check = check_domain(far, stats)
-    assert far_check.out_of_domain and far_check.score == pytest.approx(9.0)  # mean squared z-score
-    message = ood_message(far_check, "captioner")
+    near, far = stats.checks(torch.stack([torch.zeros(16, 8), torch.full((16, 8), 3.0)]))  # (B, P, D)
+    assert not near.out_of_domain and near.message("captioner") is None
+    assert far.out_of_domain and far.score == pytest.approx(9.0)  # mean squared z-score
+    message = far.message("captioner")
     assert "Train on your own data" in message and "9.00" in message and "threshold 2.00" in message
-    assert check_domain(torch.zeros(4, 3), stats) is None  # features of another encoder
+    assert far.to_json() == {"score": pytest.approx(9.0), "threshold": 2.0, "flagged": True}
+    assert stats.checks(torch.zeros(1, 4, 3)) == [None]  # features of another encoder
     assert captioner.ood is not None and captioner.ood.threshold == -1.0  # the tiny captioner's statistics
-
-
-# ---------------------------------------------------------------------------------------------- Models panel
+    assert DomainCheck(1.0, 2.0).message("VQA model") is None
 
 
 def test_model_card_shows_training_data_and_test_figures(models):
@@ -234,7 +241,7 @@ def test_app_command_without_checkpoints_says_how_to_get_them(tmp_path, monkeypa
     from mmapp.cli import main
 
     monkeypatch.setenv("MMAPP_CHECKPOINTS", str(tmp_path))
-    assert main(["app"]) == 2
+    assert main(["app"]) == 3  # bad input: no checkpoint
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no captioner checkpoint at" in err and "mmapp train caption" in err
 

@@ -247,7 +247,7 @@ def test_supervised_glimpses_learn_to_look_at_the_objects(tmp_path, sample_cache
 
 
 def test_grounding_weight_needs_the_instances_file(tmp_path, sample_cache, capsys):
-    assert main(_sample_vqa_args(tmp_path / "r", sample_cache, "train.grounding_weight=1.0")) == 2
+    assert main(_sample_vqa_args(tmp_path / "r", sample_cache, "train.grounding_weight=1.0")) == 3  # bad input
     err = capsys.readouterr().err
     assert "train.grounding_weight needs data.train_instances" in err
 

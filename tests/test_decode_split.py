@@ -200,6 +200,6 @@ def test_eval_checkpoint_errors_are_one_line(tmp_path, shapes_dir, checkpoints, 
          f"file not found: {broken / 'images' / 'test' / second}"),
     ]
     for args, expected in cases:
-        assert main(["eval", *args, "--out", str(tmp_path / "out")]) == 2, expected
+        assert main(["eval", *args, "--out", str(tmp_path / "out")]) == 3, expected  # bad input
         err = capsys.readouterr().err.strip()
         assert err.startswith("mmapp eval: error: ") and expected in err and "\n" not in err, err

@@ -60,7 +60,7 @@ def test_command_end_to_end(tmp_path, capsys):
     assert "already complete" in capsys.readouterr().out
     rc = main(["features", "--images", str(COCO), "--out", str(out), "--no-overwrite", "encoder.weights=none",
                "encoder.input_size=96", "--quiet"])
-    assert rc == 2 and "refusing to overwrite" in capsys.readouterr().err
+    assert rc == 3 and "refusing to overwrite" in capsys.readouterr().err
     meta = json.loads((out / "meta.json").read_text())
     assert meta["encoder"]["input_size"] == 64  # left untouched
 

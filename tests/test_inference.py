@@ -56,9 +56,11 @@ def test_caption_single_list_and_4d_batch(captioner) -> None:
 
 def test_caption_refuses_bad_settings_and_images(captioner, tmp_path) -> None:
     image = _images(1)[0]
-    with pytest.raises(InputError, match="beam_size"):
+    with pytest.raises(InputError, match="beam size must be a whole number from 1 to 10"):
         captioner.caption(image, beam_size=0)
-    with pytest.raises(InputError, match="max_len"):
+    with pytest.raises(InputError, match="beam size"):
+        captioner.caption(image, beam_size=11)  # the app's limit is the API's
+    with pytest.raises(InputError, match="caption length limit"):
         captioner.caption(image, max_len=0)
     with pytest.raises(InputError, match="no images"):
         captioner.caption([])
@@ -94,10 +96,16 @@ def _close(a, b) -> bool:
                                                                                         atol=1e-5)
 
 
-def test_top_k_is_clamped_to_the_answer_vocabulary(vqa) -> None:
-    (r,) = vqa.answer(_images(1)[0], "what color is the circle?", top_k=1000)
+def test_top_k_is_clamped_to_the_answer_vocabulary_and_limited(vqa) -> None:
+    from mmapp.inference import MAX_TOP_K
+
+    assert len(vqa.answer_vocab) < MAX_TOP_K
+    (r,) = vqa.answer(_images(1)[0], "what color is the circle?", top_k=MAX_TOP_K)
     assert len(r.answers) == len(vqa.answer_vocab)
     assert sum(p for _, p in r.answers) == pytest.approx(1.0, abs=1e-5)
+    for bad in (0, MAX_TOP_K + 1):
+        with pytest.raises(InputError, match="top-k must be a whole number"):
+            vqa.answer(_images(1)[0], "what color is the circle?", top_k=bad)
 
 
 @pytest.mark.parametrize("question, message", [
@@ -116,7 +124,7 @@ def test_question_and_image_counts_must_match(vqa) -> None:
         vqa.answer(list(_images(2)), ["what?", "how?", "why?"])
 
 
-def test_unknown_words_map_to_unk_and_are_still_answered(vqa) -> None:
+def test_unknown_words_map_to_unk_are_answered_with_a_warning_and_no_known_word_is_refused(vqa) -> None:
     vocab = vqa.vocab
     assert "zorblax" not in vocab and "quuxite" not in vocab
     assert vocab.encode_question("what color is the zorblax") == [
@@ -124,9 +132,40 @@ def test_unknown_words_map_to_unk_and_are_still_answered(vqa) -> None:
     image = _images(1)[0]
     (a,) = vqa.answer(image, "what color is the zorblax?")
     (b,) = vqa.answer(image, "what color is the quuxite?")  # same ids: <unk> for either word
-    (c,) = vqa.answer(image, "zorblax quuxite")  # nothing known at all, still an answer
     assert _close(a, b)
+    assert a.warnings == ["words the model does not know were ignored: 'zorblax'"]
+    with pytest.raises(InputError, match="none of the question's words are known"):
+        vqa.answer(image, "zorblax quuxite")
+    # the evaluator's path (dataset questions, no check) still reads them as <unk>
+    features, _ = vqa.encode(image)
+    (c,) = vqa.answer_results(features, ["zorblax quuxite"])
     assert len(c.answers) == 5 and all(np.isfinite(p) for _, p in c.answers)
+
+
+def test_decoded_images_are_not_decoded_again(captioner, monkeypatch) -> None:
+    import mmapp.inference as inference
+
+    image = _images(1)[0]
+    pil, warnings = captioner.read(image)  # numpy -> decoded once here
+    assert warnings == [[]] and pil[0].mode == "RGB"
+    calls = []
+    monkeypatch.setattr(inference, "load_image", lambda src: calls.append(src))
+    monkeypatch.setattr(inference, "decode_image", lambda src: calls.append(src))
+    (r,) = captioner.caption(pil[0])
+    assert calls == [] and r.image_size == pil[0].size
+    monkeypatch.undo()
+    assert _same_caption(r, captioner.caption(image)[0])
+
+
+def test_results_carry_the_domain_verdict_and_animation_warning(captioner, tmp_path) -> None:
+    from PIL import Image
+
+    frames = [Image.new("RGB", (32, 32), c) for c in ("red", "blue")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    (r,) = captioner.caption(tmp_path / "anim.gif")
+    assert r.warnings == ["anim.gif is animated: only its first frame is used"]
+    assert (r.domain is None) == (captioner.ood is None)
+    assert r.messages()[: 1] == r.warnings and r.to_json()["warnings"] == r.warnings
 
 
 def test_an_encoder_can_be_shared_between_models(captioner, captioner_checkpoint) -> None:

@@ -4,12 +4,12 @@ lines. Imports are read with ``ast`` (those inside functions count too), so noth
 
 Layers, lowest first (docs/architecture.md draws them):
 
-0. foundation: errors, atomic, config, run_config, vocab, words, images, grid_cells, vqa_normalize,
+0. foundation: errors, atomic, config, run_config, vocab, words, inputs, images, grid_cells, vqa_normalize,
    distributed, plotting
 1. components: ``models/``, ``data/``, ``metrics/`` (siblings: none imports another)
 2. training parts and model files: losses, engine, ood, checkpoint, ``speed/``
 3. runs and model use: ``tasks/``, trainer, inference, decode_split, model_card
-4. front ends: ``app/``, ``commands/``, cli, ``__main__``
+4. front ends: ``app/``, http_api, ``commands/``, cli, ``__main__``
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mmapp"
 MAX_LINES = 350
 
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(["errors", "atomic", "config", "run_config", "vocab", "words", "images", "grid_cells", "vqa_normalize",
+    **dict.fromkeys(["errors", "atomic", "config", "run_config", "vocab", "words", "inputs", "images", "grid_cells", "vqa_normalize",
                      "distributed", "plotting"], 0),
     **dict.fromkeys(["models", "data", "metrics"], 1),
     **dict.fromkeys(["losses", "engine", "ood", "checkpoint", "speed"], 2),
     **dict.fromkeys(["tasks", "trainer", "inference", "decode_split", "model_card"], 3),
-    **dict.fromkeys(["app", "commands", "cli", "__main__"], 4),
+    **dict.fromkeys(["app", "http_api", "commands", "cli", "__main__"], 4),
 }
 SIBLINGS = {"models", "data", "metrics"}
 

@@ -59,7 +59,7 @@ def test_eval_refuses_bad_results(tmp_path: Path, capsys: pytest.CaptureFixture)
     bad = tmp_path / "dup.json"
     bad.write_text(json.dumps([{"question_id": 110, "answer": "yes"}, {"question_id": 110, "answer": "no"}]))
     rc = main(["eval", "vqa", "--results", str(bad), "--annotations", str(FIX / "vqa_annotations_tiny.json")])
-    assert rc == 2
+    assert rc == 3  # bad input
     err = capsys.readouterr().err
     assert "dup.json: record 1: duplicate question_id 110" in err
     assert not (tmp_path / "metrics.json").exists()

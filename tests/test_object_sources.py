@@ -310,7 +310,7 @@ def test_load_photos_from_functions_files_and_missing_packages(tmp_path, monkeyp
 
 @pytest.mark.usefixtures("one_thread")
 def test_real_photos_script_runs_on_tiny_checkpoints(tmp_path, capsys, monkeypatch):
-    from mmapp.app.tiny import make_tiny_checkpoints
+    from tests.support.tiny import make_tiny_checkpoints
 
     cap, vqa = make_tiny_checkpoints(tmp_path / "ckpt", captioner_ood_threshold=-1.0)
     package = tmp_path / "fakepkg_mmapp_photos"

@@ -141,7 +141,7 @@ def test_cli_writes_the_dataset(tmp_path):
         for kind in ("captions", "instances", "questions", "annotations"):
             assert (out / "annotations" / f"{kind}_{split}.json").is_file()
     with contextlib.redirect_stderr(io.StringIO()) as err:
-        assert main(["data", "shapes", "--out", str(out), "--workers", "0"]) == 2
+        assert main(["data", "shapes", "--out", str(out), "--workers", "0"]) == 3  # bad input
     assert "--workers" in err.getvalue()
 
 

@@ -267,7 +267,7 @@ def test_nan_loss_stops_without_checkpoint(tmp_path, coco_cache, monkeypatch, ca
     run = tmp_path / "nan"
     rc = main(caption_args(run, coco_cache, "train.epochs=3", "train.checkpoint_every=1"))
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(calls) == nan_at_call
+    assert rc == 3 and len(calls) == nan_at_call
     assert err.startswith("mmapp train: error: epoch") and "loss became nan" in err and "\n" not in err
     if nan_at_call == 1:
         assert not [p.name for p in run.iterdir() if "safetensors" in p.name]
@@ -289,7 +289,7 @@ def test_nonfinite_features_stop_the_run(tmp_path, coco_cache, capsys):
     grids[1] = np.inf  # COCO_train2014_000000000025.jpg
     grids.flush()
     run = tmp_path / "run"
-    assert main(vqa_args(run, cache, "train.epochs=2", "train.batch_size=1")) == 2
+    assert main(vqa_args(run, cache, "train.epochs=2", "train.batch_size=1")) == 3  # bad input
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("mmapp train: error: epoch 1: the loss became nan at step"), err
     assert not list(run.glob("*.safetensors"))
@@ -337,7 +337,7 @@ def test_bad_data_gives_one_clear_error_line(tmp_path, coco_cache, capsys):
     cases.append((["train", "caption", "--resume", str(tmp_path / "r1"), "--quiet"],
                   [f"file not found: {tmp_path / 'r1' / 'last.safetensors'}"]))
     for args, expected in cases:
-        assert main(args) == 2, expected
+        assert main(args) == 3, expected  # bad input
         err = capsys.readouterr().err.strip()
         assert err.startswith("mmapp train: error: ") and "\n" not in err, err
         assert all(e in err for e in expected), (expected, err)

@@ -1,8 +1,9 @@
 """The Gradio app: ``build_demo(captioner, vqa) -> gr.Blocks`` (``ui.py``), served by ``mmapp app`` / ``app.py``.
 
-Files: ``ui.py`` layout and handlers, ``service.py`` input checks, batched model calls and the
-out-of-domain hook, ``batching.py`` the micro-batcher, ``overlay.py`` attention heat maps,
-``examples.py`` example images, ``models_panel.py`` the Models panel. Importing this package loads
+Files: ``ui.py`` layout and handlers, ``service.py`` uploads and batched model calls (the checks and
+results are ``mmapp.inference``'s), ``batching.py`` the micro-batcher, ``overlay.py`` attention heat maps,
+``examples.py`` example images, ``models_panel.py`` the Models panel; the HTTP API served beside the
+UI is ``mmapp/http_api.py``. Importing this package loads
 neither Gradio nor a model; ``build_demo`` and ``launch_demo`` are imported on first use.
 """
 

@@ -4,7 +4,9 @@ Layout: an image (upload, drop, paste, webcam or an example) and a beam-size sli
 with one smooth attention overlay per word; a question box with the top-5 answers and the question's
 attention overlay; an out-of-domain warning; a "Models" panel. Two named API endpoints, ``/caption``
 and ``/answer``, return JSON (caption, tokens, score, attention maps; answers with probabilities,
-attention map). Every handler turns bad input into a one-line ``gr.Error``, never a traceback.
+attention map); ``launch_demo`` also serves the HTTP API (``mmapp/http_api.py``: ``POST /v1/caption`` and
+``/v1/answer``, OpenAPI page at ``/docs``). Every handler turns bad input into a one-line ``gr.Error``,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import gradio as gr  # noqa: E402
 
 from mmapp.app import examples as ex  # noqa: E402
 from mmapp.app.overlay import fit_for_display, heatmap_overlay, word_overlays  # noqa: E402
-from mmapp.app.service import (AppService, as_json, check_beam_size, describe_models,  # noqa: E402
-                               ood_message, open_upload)
+from mmapp.app.service import AppService, describe_models, open_upload  # noqa: E402
+from mmapp import __version__, http_api  # noqa: E402
 from mmapp.errors import MMAppError  # noqa: E402
-from mmapp.inference import MAX_QUESTION_CHARS, Captioner, VQAModel  # noqa: E402
+from mmapp.inference import MAX_BEAM_SIZE, MAX_QUESTION_CHARS, TOP_K, Captioner, VQAModel  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +71,11 @@ def _warn(messages: Sequence[str]) -> None:
         gr.Warning(message)
 
 
-def _ood_update(message: str | None) -> Any:
+def _ood_update(result: Any) -> Any:
+    message = result.domain.message(result.model_kind) if result is not None and result.domain else None
     if message is None:
         return gr.update(value="", visible=False)
-    return gr.update(value=f"**⚠ Out of domain.** {message}", visible=True)
+    return gr.update(value=f"**⚠ Out of domain.** {message[0].upper()}{message[1:]}.", visible=True)
 
 
 class Handlers:
@@ -87,15 +90,14 @@ class Handlers:
     def caption(self, image: Any, beam_size: Any) -> tuple:
         """UI: caption markdown, [(overlay, "i: word")], OOD warning."""
         picture, warnings = open_upload(image, self.upload_roots)
-        out = self.service.caption(picture, check_beam_size(beam_size))
-        _warn(warnings)
-        r = out.result
+        r = self.service.caption(picture, beam_size, warnings)
+        _warn(r.warnings)
         if r.tokens:
-            text = (f"### {_escape(r.text)}\nlog-probability {r.score:.2f} · beam {out.beam_size} · "
+            text = (f"### {_escape(r.text)}\nlog-probability {r.score:.2f} · beam {r.beam_size} · "
                     f"{len(r.tokens)} words. Click a word's map below to enlarge it.")
         else:
             text = "*The model produced an empty caption for this image.*"
-        return text, word_overlays(picture, r.tokens, r.attention), _ood_update(ood_message(out.domain, "captioner"))
+        return text, word_overlays(picture, r.tokens, r.attention), _ood_update(r)
 
     def recaption(self, image: Any, beam_size: Any) -> tuple:
         """UI, when the beam size changes: caption again, or leave things be while there is no image."""
@@ -112,26 +114,21 @@ class Handlers:
     def answer(self, image: Any, question: Any) -> tuple:
         """UI: {answer: probability} (top 5), attention overlay, OOD warning (shown, never hidden here)."""
         picture, warnings = open_upload(image, self.upload_roots)
-        out = self.service.answer(picture, question)
-        _warn(warnings + out.warnings)
-        r = out.result
+        r = self.service.answer(picture, question, warnings)
+        _warn(r.warnings)
         overlay = heatmap_overlay(fit_for_display(picture), r.attention)
-        message = ood_message(out.domain, "VQA model")
-        return {a: p for a, p in r.answers}, overlay, _ood_update(message) if message else gr.skip()
+        flagged = r.domain is not None and r.domain.out_of_domain
+        return {a: p for a, p in r.answers}, overlay, _ood_update(r) if flagged else gr.skip()
 
     def caption_api(self, image: Any, beam_size: Any = 3) -> dict:
         """Caption an image: caption text, tokens, log-prob score and attention (T, H, W) as JSON."""
         picture, warnings = open_upload(image, self.upload_roots)
-        out = self.service.caption(picture, check_beam_size(beam_size))
-        out.warnings = warnings + out.warnings
-        return as_json(out)
+        return self.service.caption(picture, beam_size, warnings).to_json()
 
     def answer_api(self, image: Any, question: Any) -> dict:
         """Answer a question: top-5 answers with probabilities and the attention map (H, W) as JSON."""
         picture, warnings = open_upload(image, self.upload_roots)
-        out = self.service.answer(picture, question)
-        out.warnings = warnings + out.warnings
-        return as_json(out)
+        return self.service.answer(picture, question, warnings).to_json()
 
 
 def build_demo(captioner: Captioner, vqa: VQAModel, *, max_batch_size: int = 16,
@@ -155,7 +152,7 @@ def build_service_demo(service: AppService) -> gr.Blocks:
             with gr.Column(scale=1):
                 image = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"], label="Image",
                                  height=360, elem_id="image-input")
-                beam = gr.Slider(1, 10, value=3, step=1, label="Beam size", info="1 = greedy decoding")
+                beam = gr.Slider(1, MAX_BEAM_SIZE, value=3, step=1, label="Beam size", info="1 = greedy decoding")
                 caption_btn = gr.Button("Caption", variant="primary", elem_id="caption-button")
                 _example_blocks(image)
             with gr.Column(scale=1):
@@ -170,7 +167,7 @@ def build_service_demo(service: AppService) -> gr.Blocks:
                 question_examples = gr.Examples([[q] for q in ex.QUESTIONS], inputs=[question],
                                                 label="Example questions", api_visibility="private")
             with gr.Column(scale=1):
-                answers = gr.Label(num_top_classes=5, label="Top answers", elem_id="answers")
+                answers = gr.Label(num_top_classes=TOP_K, label="Top answers", elem_id="answers")
                 answer_map = gr.Image(label="Where the model looked to answer", type="pil", interactive=False,
                                       elem_id="answer-map", height=360)
         with gr.Accordion("Models", open=False, elem_id="models-panel"):
@@ -196,6 +193,7 @@ def build_service_demo(service: AppService) -> gr.Blocks:
         gr.Button(visible=False).click(_user_errors(h.answer_api), [image, question], api_json, api_name="answer",
                                        concurrency_id="answer", **api)
     demo.queue(default_concurrency_limit=limit, max_size=512)
+    demo.http_routes = http_api.routes(service).routes  # served beside the UI by launch_demo
     return demo
 
 
@@ -212,9 +210,12 @@ def _example_blocks(image: gr.Image) -> None:
 
 def launch_demo(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
                 prevent_thread_lock: bool = False, quiet: bool = False) -> tuple:
-    """Serve ``demo`` with the app's limits (20 MB uploads), theme and styles; returns (app, url, share_url)."""
+    """Serve ``demo`` with the app's limits (20 MB uploads), theme and styles, and the HTTP API
+    (``mmapp/http_api.py``: ``/v1/caption``, ``/v1/answer``, OpenAPI at ``/docs``); returns (app, url, share_url)."""
     theme = gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"],
                            font_mono=["ui-monospace", "monospace"])
     return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=prevent_thread_lock,
                        quiet=quiet, max_file_size=MAX_UPLOAD, allowed_paths=[str(ex.cache_dir())],
-                       show_error=False, theme=theme, css=CSS)
+                       show_error=False, theme=theme, css=CSS,
+                       app_kwargs={"routes": list(getattr(demo, "http_routes", [])), "docs_url": "/docs",
+                                   "title": "mmapp", "version": __version__})

@@ -6,9 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from mmapp.errors import EXIT_BAD_INPUT
+
 DESCRIPTION = """Serve the web app: upload an image, read its caption with per-word attention maps, ask
-questions and get the top-5 answers with the question's attention map. Also serves the API endpoints
-/caption and /answer (see docs/app.md)."""
+questions and get the top-5 answers with the question's attention map. Also serves the HTTP API
+(POST /v1/caption and /v1/answer; OpenAPI page at /docs) and the Gradio API endpoints /caption and
+/answer (see docs/app.md)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +32,7 @@ def _missing_checkpoint(kind: str, flag: str, path: object) -> int:
     print(f"mmapp app: no {kind} checkpoint at {path}: train one with `mmapp train "
           f"{'caption' if kind == 'captioner' else 'vqa'}` (README: \"Train on your own data\") and pass it "
           f"with {flag} PATH, or set MMAPP_CHECKPOINTS to the folder holding {path.name}", file=sys.stderr)
-    return 2
+    return EXIT_BAD_INPUT
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,5 +60,5 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         reason = "the port is in use: pass --port with a free one" if "empty port" in str(e) else str(e)
         print(f"mmapp app: cannot serve on {args.host}:{args.port}: {reason}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     return 0

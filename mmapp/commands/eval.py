@@ -1,5 +1,5 @@
-"""``mmapp eval caption|vqa``: score official-format results files (or, once ``mmapp/decode_split.py``
-exists, decode a split with a checkpoint first) and write ``metrics.json`` + ``metrics.md``."""
+"""``mmapp eval caption|vqa``: score official-format results files (or decode a split with a checkpoint
+first, ``mmapp/decode_split.py``) and write ``metrics.json`` + ``metrics.md``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mmapp.errors import InputError
+from mmapp.commands.predict import limited_int
+from mmapp.errors import InputError, UsageError
 from mmapp.metrics import report
 from mmapp.metrics.caption_metrics import score_results_file
 from mmapp.metrics.vqa_accuracy import vqa_accuracy_files
@@ -29,11 +30,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", help="split to decode (with --checkpoint; default: test)")
     p.add_argument("--features", type=Path, metavar="CACHE",
                    help="with --checkpoint: a feature cache of the split's images (else the encoder runs)")
-    p.add_argument("--beam-size", type=int, default=3, help="with --checkpoint: beam width for captions (default 3)")
     p.add_argument("--device", default="auto", help="with --checkpoint: auto, cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="where metrics.json and metrics.md go (default: beside the results file; "
                         "with --checkpoint, eval-SPLIT/ beside the checkpoint)")
+
+
+def _beam_size(text: str) -> int:
+    return limited_int("check_beam_size")(text)
 
 
 def register(subparsers: Any) -> None:
@@ -46,6 +50,8 @@ def register(subparsers: Any) -> None:
     cap = tasks.add_parser("caption", help="COCO caption metrics", description=CAPTION_HELP)
     _add_common(cap)
     cap.add_argument("--annotations", type=Path, metavar="ANN.json", help="COCO captions annotations file")
+    cap.add_argument("--beam-size", type=_beam_size, default=3,
+                     help="with --checkpoint: beam width (1 = greedy; default 3)")
     vqa = tasks.add_parser("vqa", help="official VQA accuracy", description=VQA_HELP)
     _add_common(vqa)
     vqa.add_argument("--questions", type=Path, metavar="Q.json",
@@ -63,15 +69,15 @@ def _decode_first(args: argparse.Namespace) -> dict[str, Path]:
         raise InputError("--checkpoint needs --data DIR (the dataset folder to decode)")
     out = args.out or args.checkpoint.parent / f"eval-{args.split}"
     files = decode_split(task=args.task, checkpoint=args.checkpoint, data_dir=args.data,
-                         split=args.split, out_dir=out, features=args.features, beam_size=args.beam_size,
-                         device=args.device)
+                         split=args.split, out_dir=out, features=args.features,
+                         beam_size=getattr(args, "beam_size", 3), device=args.device)
     args.out = out
     return {k: Path(v) for k, v in files.items()}
 
 
 def run(args: argparse.Namespace) -> int:
     if (args.results is None) == (args.checkpoint is None):
-        raise InputError("give exactly one of --results RES.json or --checkpoint CKPT")
+        raise UsageError("give exactly one of --results RES.json or --checkpoint CKPT")
     inputs: dict[str, Path | None] = {"results": args.results, "annotations": args.annotations}
     if args.task == "vqa":
         inputs["questions"] = args.questions
