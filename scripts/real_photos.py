@@ -28,11 +28,11 @@ QUESTION = "what is this?"
 
 def _verdict(model, image) -> dict | None:
     features, _ = model.encode(image)
-    check = model.out_of_domain(features)
+    (check,) = model.domain_checks(features)
     if check is None:
         return None
-    score, out = check[0]
-    return {"score": round(score, 3), "threshold": round(float(model.ood.threshold), 3), "out_of_domain": out}
+    return {"score": round(check.score, 3), "threshold": round(float(check.threshold), 3),
+            "out_of_domain": check.out_of_domain}
 
 
 def score_photos(cap, vqa, photos, plurals: dict[str, str]) -> list[dict]:

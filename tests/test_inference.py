@@ -144,13 +144,14 @@ def test_unknown_words_map_to_unk_are_answered_with_a_warning_and_no_known_word_
 
 def test_decoded_images_are_not_decoded_again(captioner, monkeypatch) -> None:
     import mmapp.inference as inference
+    import mmapp.inputs as inputs
 
     image = _images(1)[0]
     pil, warnings = captioner.read(image)  # numpy -> decoded once here
     assert warnings == [[]] and pil[0].mode == "RGB"
     calls = []
     monkeypatch.setattr(inference, "load_image", lambda src: calls.append(src))
-    monkeypatch.setattr(inference, "decode_image", lambda src: calls.append(src))
+    monkeypatch.setattr(inputs, "decode_image", lambda src: calls.append(src))
     (r,) = captioner.caption(pil[0])
     assert calls == [] and r.image_size == pil[0].size
     monkeypatch.undo()

@@ -20,7 +20,7 @@ def _fmt(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, int):
         return f"{value:,}"
-    return str(value).replace("|", "\\|").replace("\n", " ")[:200]
+    return str(value).replace("|", "\\|").replace("\n", " ")[:2000]
 
 
 def _is_scalar(value: Any) -> bool:
@@ -66,6 +66,14 @@ def model_card(kind: str, meta: Mapping[str, Any], path: Path | None, ood: Any =
         passed = getattr(ood, "heldout_pass_rate", 0.0)
         lines.append(f"- Out-of-domain check: on (threshold {ood.threshold:.3g}"
                      + (f"; {passed:.0%} of held-out in-domain images pass)" if passed else ")"))
+    knows = training.get("knows")
+    if isinstance(knows, Mapping) and knows:
+        kinds = {str(k): [str(n) for n in v] for k, v in knows.items() if isinstance(v, list)}
+        total = sum(len(v) for v in kinds.values())
+        lines.append(f"- Knows {total:,} kinds of thing in {len(kinds)} groups (anything else is out of domain):")
+        lines.append("<details><summary>what it knows, by group</summary>\n")
+        lines += [f"- **{_fmt(k)}** ({len(v)}): {_fmt(', '.join(v))[:2000]}" for k, v in kinds.items()]
+        lines.append("\n</details>")
     tables = [_metrics_table(k, v) for k, v in training.items() if "metric" in k and isinstance(v, Mapping)]
     tables = [t for t in tables if t]
     if not tables:

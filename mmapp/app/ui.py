@@ -161,7 +161,7 @@ def build_service_demo(service: AppService) -> gr.Blocks:
                                      object_fit="contain", elem_id="word-maps", format="png")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                question = gr.Textbox(label="Question", placeholder="what color is the circle?", lines=1,
+                question = gr.Textbox(label="Question", placeholder="what is this?", lines=1,
                                       max_length=MAX_QUESTION_CHARS, elem_id="question")
                 ask_btn = gr.Button("Ask", variant="primary", elem_id="ask-button")
                 question_examples = gr.Examples([[q] for q in ex.QUESTIONS], inputs=[question],
@@ -198,13 +198,17 @@ def build_service_demo(service: AppService) -> gr.Blocks:
 
 
 def _example_blocks(image: gr.Image) -> None:
+    objects = ex.scene_examples(ex.OBJECTS_SAMPLE)
+    if objects:
+        gr.Examples([[str(p)] for p in objects], inputs=[image], label="Object scenes (new pictures of known things)",
+                    examples_per_page=8, api_visibility="private")
     scenes = ex.scene_examples()
     if scenes:
         gr.Examples([[str(p)] for p in scenes], inputs=[image], label="Shape scenes (what the models were trained on)",
                     examples_per_page=8, api_visibility="private")
     photos = ex.photo_examples()
     if photos:
-        gr.Examples([[str(p)] for p in photos], inputs=[image], label="Real photos (out of domain)",
+        gr.Examples([[str(p)] for p in photos], inputs=[image], label="Real photos (shipped in packages)",
                     api_visibility="private")
 
 
