@@ -7,6 +7,11 @@ from __future__ import annotations
 import argparse
 import os
 
+from mmapp.data.mix import mix_datasets
+from mmapp.data.objects.writer import generate as generate_objects
+from mmapp.data.shapes.writer import generate as generate_shapes
+from mmapp.errors import InputError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -20,18 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "object boxes (COCO instances), 5-6 balanced questions each (VQA v2 format) and a "
             "Karpathy split file, under OUT/images/<split>/ and OUT/annotations/. "
             "The output depends only on the seed and the counts, not on --workers."))
-    shapes.add_argument("--out", required=True, help="output folder (created if missing)")
-    shapes.add_argument("--train", type=int, default=8000, help="training images (default 8000)")
-    shapes.add_argument("--val", type=int, default=1000, help="validation images (default 1000)")
-    shapes.add_argument("--test", type=int, default=1000, help="test images (default 1000)")
-    shapes.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    shapes.add_argument("--size", type=int, default=224,
-                        help="image width = height in pixels (default 224; geometry scales with it)")
-    shapes.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="worker processes (default: the number of CPUs; 1 = no subprocesses)")
-    shapes.add_argument("--format", dest="image_format", choices=("jpg", "png"), default="jpg",
-                        help="image files: jpg (quality 95, like COCO; default) or png (lossless, slower)")
-    shapes.add_argument("--quiet", action="store_true", help="no progress bar")
+    _generator_arguments(shapes, val=1000, size=224, size_note="; geometry scales with it")
     shapes.set_defaults(func=run)
 
     objects = sub.add_parser(
@@ -43,22 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "boxes, balanced questions of 6 types and a Karpathy split file, in the same formats as "
             "`mmapp data shapes`. Validation and test scenes use only source images held out of training. "
             "Install the sources first: bash scripts/install_object_sources.sh"))
-    objects.add_argument("--out", required=True, help="output folder (created if missing)")
-    objects.add_argument("--train", type=int, default=8000, help="training images (default 8000)")
-    objects.add_argument("--val", type=int, default=300, help="validation images (default 300)")
-    objects.add_argument("--test", type=int, default=1000, help="test images (default 1000)")
-    objects.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    objects.add_argument("--size", type=int, default=448, help="image width = height in pixels (default 448)")
-    objects.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                         help="worker processes (default: the number of CPUs; 1 = no subprocesses)")
-    objects.add_argument("--format", dest="image_format", choices=("jpg", "png"), default="jpg",
-                         help="image files: jpg (quality 95; default) or png")
+    _generator_arguments(objects, val=300, size=448)
     objects.add_argument("--vocabulary", help="source images and their nouns (default: the committed TSV)")
     objects.add_argument("--tuxpaint", help="Tux Paint stamps folder (default /usr/share/tuxpaint/stamps or "
                          "$MMAPP_TUXPAINT_DIR)")
     objects.add_argument("--emoji", help="fluent-emoji-3d assets folder (default ~/.cache/mmapp/fluent-emoji-3d/"
                          "package/assets or $MMAPP_EMOJI_DIR)")
-    objects.add_argument("--quiet", action="store_true", help="no progress bar")
     objects.set_defaults(func=run_objects)
 
     mix = sub.add_parser(
@@ -70,34 +54,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mix.set_defaults(func=run_mix)
 
 
-def run(args: argparse.Namespace) -> int:
-    from mmapp.data.shapes.writer import generate
-    from mmapp.errors import InputError
+def _generator_arguments(p: argparse.ArgumentParser, val: int, size: int, size_note: str = "") -> None:
+    """The options every scene generator takes."""
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--train", type=int, default=8000, help="training images (default 8000)")
+    p.add_argument("--val", type=int, default=val, help=f"validation images (default {val})")
+    p.add_argument("--test", type=int, default=1000, help="test images (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--size", type=int, default=size, help=f"image width = height in pixels (default {size}{size_note})")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="worker processes (default: the number of CPUs; 1 = no subprocesses)")
+    p.add_argument("--format", dest="image_format", choices=("jpg", "png"), default="jpg",
+                   help="image files: jpg (quality 95, like COCO; default) or png (lossless, slower)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
     counts = {"train": args.train, "val": args.val, "test": args.test}
-    stats = generate(args.out, counts, seed=args.seed, size=args.size, workers=args.workers,
-                     progress=not args.quiet, image_format=args.image_format)
+    stats = generate_shapes(args.out, counts, seed=args.seed, size=args.size, workers=args.workers,
+                            progress=not args.quiet, image_format=args.image_format)
     return _report(stats, args.workers)
 
 
 def run_objects(args: argparse.Namespace) -> int:
-    from mmapp.data.objects.writer import generate
-    from mmapp.errors import InputError
-
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
     counts = {"train": args.train, "val": args.val, "test": args.test}
-    stats = generate(args.out, counts, seed=args.seed, size=args.size, workers=args.workers,
-                     progress=not args.quiet, image_format=args.image_format, vocabulary=args.vocabulary,
-                     tuxpaint=args.tuxpaint, emoji=args.emoji)
+    stats = generate_objects(args.out, counts, seed=args.seed, size=args.size, workers=args.workers,
+                             progress=not args.quiet, image_format=args.image_format, vocabulary=args.vocabulary,
+                             tuxpaint=args.tuxpaint, emoji=args.emoji)
     return _report(stats, args.workers)
 
 
 def run_mix(args: argparse.Namespace) -> int:
-    from mmapp.data.mix import mix_datasets
-
     for source, splits in mix_datasets(args.sources, args.out).items():
         print(f"{source}: " + ", ".join(f"{split} {n}" for split, n in splits.items()))
     print(f"wrote {args.out}/annotations (images linked under {args.out}/images)")
