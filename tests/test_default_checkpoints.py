@@ -1,11 +1,12 @@
-"""The committed default checkpoints, checked against the committed sample of test scenes (no retraining).
+"""The committed default checkpoints, checked against the committed samples of test scenes (no retraining).
 
-These are regression guards, set below what the checkpoints measured on this 40-scene sample (CIDEr-D
-3.70, BLEU-4 0.83, CHAIR-i 0.000 of 105 mentions, VQA 0.987, pointing game 0.983 for caption words
-and 1.000 for questions, chance ~0.06); the hallucination guard is the issue's own target (5 %), the
-test split's figures are in the README's model card. A broken, mismatched or untrained checkpoint
-falls far below them (an untrained captioner scores CIDEr-D ~0, an untrained VQA model ~0.2
-accuracy; the previous defaults, without pixels and word-aware attention, hallucinated 8.5 %).
+These are regression guards, set below what the checkpoints (trained on shapes + objects) measured on
+the two 40-scene samples: shapes (CIDEr-D 3.69, BLEU-4 0.83, CHAIR-i 0.000 of 102 mentions, VQA 0.974,
+pointing game 0.991 for caption words and 0.993 for questions, chance ~0.06) and objects (new pictures
+of known things: CIDEr-D 1.05, VQA 0.446, count 0.775, pointing game 0.852 for questions about one
+object, chance ~0.28); the shapes hallucination guard is the issue's own target (5 %), the test
+splits' figures are in the README's model card. A broken, mismatched or untrained checkpoint falls
+far below them (an untrained captioner scores CIDEr-D ~0, an untrained VQA model ~0.2 accuracy).
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
 SAMPLE = ROOT / "datasets" / "shapes_sample"
+OBJECTS_SAMPLE = ROOT / "datasets" / "objects_sample"
 
 
 @pytest.fixture(scope="module")
-def report():
+def models():
     import torch
 
     from mmapp.inference import Captioner, VQAModel
-    from mmapp.model_card import evaluate
 
     torch.set_num_threads(2)
     captioner = Captioner.from_checkpoint(CHECKPOINTS / "captioner.safetensors", "cpu")
@@ -35,7 +36,21 @@ def report():
     assert (vqa.encoder.cfg.input_size, vqa.encoder.cfg.grid) == (448, "last") and vqa.encoder is not captioner.encoder
     assert captioner.encoder.cfg.pixel_patch == vqa.encoder.cfg.pixel_patch == 4
     assert captioner.head.cfg.word_query and captioner.head.cfg.deep_output
-    return evaluate(captioner, vqa, SAMPLE, "test", beam_size=3, with_meteor=False)
+    return captioner, vqa
+
+
+@pytest.fixture(scope="module")
+def report(models):
+    from mmapp.model_card import evaluate
+
+    return evaluate(*models, SAMPLE, "test", beam_size=3, with_meteor=False)
+
+
+@pytest.fixture(scope="module")
+def objects_report(models):
+    from mmapp.model_card import evaluate
+
+    return evaluate(*models, OBJECTS_SAMPLE, "test", beam_size=3, with_meteor=False)
 
 
 def test_checkpoints_are_small_and_self_describing() -> None:
@@ -47,6 +62,10 @@ def test_checkpoints_are_small_and_self_describing() -> None:
         meta = read_meta(path)
         assert meta["kind"] == kind and meta["encoder"]["name"] == "tf_efficientnet_lite0"
         assert meta["grid"] == [14, 14] and "ood" in meta and "test_metrics" in meta["training"]
+        assert set(meta["training"]["test_metrics"]) == {"shapes", "objects"}
+        knows = meta["training"]["knows"]
+        assert knows["shape"] == ["circle", "diamond", "hexagon", "square", "star", "triangle"]
+        assert sum(len(v) for v in knows.values()) > 500 and "cat" in knows["animal"]
 
 
 def test_captions_on_the_sample(report) -> None:
@@ -61,6 +80,15 @@ def test_vqa_on_the_sample(report) -> None:
     assert report["vqa"]["overall"] >= 0.93
 
 
+def test_objects_sample(objects_report) -> None:
+    r = objects_report
+    assert r["images"] == 40 and r["questions"] > 150
+    assert r["captions"]["CIDEr"] >= 0.8
+    assert r["vqa"]["overall"] >= 0.38 and r["vqa"]["per_question_type"]["count"] >= 0.6
+    assert r["vqa_grounding"]["hit_rate"] >= 0.75  # chance ~0.28
+    assert r["ood"]["scene_pass_rate"] >= 0.9
+
+
 def test_attention_is_grounded_on_the_sample(report) -> None:
     assert report["caption_grounding"]["hit_rate"] >= 0.9
     assert report["vqa_grounding"]["hit_rate"] >= 0.95
@@ -69,4 +97,6 @@ def test_attention_is_grounded_on_the_sample(report) -> None:
 def test_out_of_domain_check(report) -> None:
     ood = report["ood"]
     assert ood["scene_pass_rate"] >= 0.9
-    assert all(p["flagged"] for p in ood["photos"].values()), ood["photos"]
+    # scikit-image's close-up portrait and cat face are unlike any training scene (measured: scores
+    # 5.16 and 4.02 against the captioner's threshold of 3.97); the coffee cup and the rocket pass (3.18, 3.19)
+    assert ood["photos"]["astronaut"]["flagged"] and ood["photos"]["chelsea"]["flagged"], ood["photos"]

@@ -69,9 +69,12 @@ def test_readme_first_screen_matches_the_checkpoints():
     _, vqa = read_checkpoint(default_checkpoint("vqa"))
     answers = vqa["answers"]["answers"]
     words = [w for w in cap["vocab"]["words"] if w not in SPECIALS]
-    stated = {k: int(n) for n, k in re.findall(r"(\d+) (shapes|colours|sizes|words|answers)", first_screen)}
+    stated = {k: int(n) for n, k in re.findall(r"(\d+) (shapes|colours|sizes|words|answers|kinds|groups)",
+                                               first_screen)}
+    knows = {k: v for k, v in vqa["training"]["knows"].items() if k != "shape"}
     assert stated == {"shapes": len(set(SHAPES) & set(answers)), "colours": len(set(COLORS) & set(answers)),
-                      "sizes": len(set(SIZES) & set(answers)), "words": len(words), "answers": len(answers)}
+                      "sizes": len(set(SIZES) & set(answers)), "words": len(words), "answers": len(answers),
+                      "kinds": sum(len(v) for v in knows.values()), "groups": len(knows)}
     assert "real photographs" in first_screen
     assert f"{len(answers)} answers, " in readme and "100 answers" not in readme  # the model card's table
     assert "What was tried" not in readme and "What was tried" in (REPO / "docs" / "model_card.md").read_text()
