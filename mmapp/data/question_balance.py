@@ -9,7 +9,7 @@ shapes and the objects generators; each passes its own types and targets.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -24,6 +24,29 @@ class Candidate:
     answer: str
     objects: tuple[int, ...]
     tag: str = ""
+
+
+RELATION_WORDS: dict[str, str] = {"left": "to the left of", "right": "to the right of", "above": "above",
+                                  "below": "below"}
+OPPOSITE: dict[str, str] = {"left": "right", "right": "left", "above": "below", "below": "above"}
+
+
+def position_candidates(refs: Mapping[int, str], holds: Callable[[int, int, str], bool]) -> list[Candidate]:
+    """"is the <A> to the left of / ... the <B>?" for every ordered pair of referents (object index ->
+    the words that single it out): "yes" where ``holds(a, b, relation)``, "no" where the opposite
+    holds (never a tie)."""
+    out = []
+    for a in refs:
+        for b in refs:
+            if a == b:
+                continue
+            for rel, words in RELATION_WORDS.items():
+                text = f"is the {refs[a]} {words} the {refs[b]}?"
+                if holds(a, b, rel):
+                    out.append(Candidate("position", text, "yes", (a, b)))
+                elif holds(a, b, OPPOSITE[rel]):
+                    out.append(Candidate("position", text, "no", (a, b)))
+    return out
 
 
 def one_per_answer(found: dict[str, list[Candidate]], rng: np.random.Generator) -> dict[str, list[Candidate]]:

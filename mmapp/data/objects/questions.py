@@ -21,8 +21,8 @@ import numpy as np
 
 from mmapp.data.objects.kinds import ObjectWords
 from mmapp.data.objects.scene import ObjectScene
-from mmapp.data.objects.text import OPPOSITE, RELATIONS, article, relation_holds
-from mmapp.data.question_balance import AnswerBalancer, Candidate
+from mmapp.data.objects.text import article, relation_holds
+from mmapp.data.question_balance import AnswerBalancer, Candidate, position_candidates
 
 QUESTION_TYPES: tuple[str, ...] = ("object", "kind", "count", "exists", "position", "bigger")
 ANSWER_TYPES: dict[str, str] = {"object": "other", "kind": "other", "count": "number", "exists": "yes/no",
@@ -96,16 +96,8 @@ def _pairs(scene: ObjectScene) -> list[tuple[int, int]]:
 
 
 def _position(scene: ObjectScene) -> list[Candidate]:
-    out = []
-    for a, b in _pairs(scene):
-        na, nb = scene.objects[a].noun, scene.objects[b].noun
-        for rel, words in RELATIONS.items():
-            text = f"is the {na} {words} the {nb}?"
-            if relation_holds(scene, a, b, rel):
-                out.append(Candidate("position", text, "yes", (a, b)))
-            elif relation_holds(scene, a, b, OPPOSITE[rel]):
-                out.append(Candidate("position", text, "no", (a, b)))
-    return out
+    unique = {ids[0]: noun for noun, ids in _by_noun(scene).items() if len(ids) == 1}
+    return position_candidates(unique, lambda a, b, rel: relation_holds(scene, a, b, rel))
 
 
 def _bigger(scene: ObjectScene) -> list[Candidate]:

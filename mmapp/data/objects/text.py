@@ -15,15 +15,13 @@ import numpy as np
 
 from mmapp.data.objects.kinds import ObjectWords
 from mmapp.data.objects.scene import ObjectScene
+from mmapp.data.question_balance import RELATION_WORDS
 
 NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six")
 CAPTIONS_PER_IMAGE = 5
 MAX_CAPTION_WORDS = 20
 RELATION_MARGIN = 0.08  # of the image side: centres must differ by more than this along the axis
 _AN_EXCEPTIONS = ("uni", "use", "uk", "one", "eu")
-RELATIONS: dict[str, str] = {"left": "to the left of", "right": "to the right of", "above": "above",
-                             "below": "below"}
-OPPOSITE: dict[str, str] = {"left": "right", "right": "left", "above": "below", "below": "above"}
 
 
 def article(word: str) -> str:
@@ -82,12 +80,12 @@ def _kinds(scene: ObjectScene, words: ObjectWords) -> str:
 
 
 def _relation(scene: ObjectScene, gs: list[Group], rng: np.random.Generator) -> str | None:
-    pairs = [(a, b, r) for a in gs for b in gs if a is not b for r in RELATIONS
+    pairs = [(a, b, r) for a in gs for b in gs if a is not b for r in RELATION_WORDS
              if all(relation_holds(scene, i, j, r) for i in a.members for j in b.members)]
     if not pairs:
         return None
     a, b, r = pairs[int(rng.integers(len(pairs)))]
-    return f"{a.phrase()} {RELATIONS[r]} {b.phrase()}"
+    return f"{a.phrase()} {RELATION_WORDS[r]} {b.phrase()}"
 
 
 def captions(scene: ObjectScene, words: ObjectWords, rng: np.random.Generator) -> list[str]:

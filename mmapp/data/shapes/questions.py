@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmapp.data.question_balance import AnswerBalancer, Candidate
+from mmapp.data.question_balance import AnswerBalancer, Candidate, position_candidates
 from mmapp.data.shapes.scene import COLORS, SHAPES, SIZES, Scene
 from mmapp.data.shapes.text import relation_holds
 
@@ -110,10 +110,6 @@ def _exists_questions(look: _Lookup) -> list[Candidate]:
     return out
 
 
-_RELATION_WORDS = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
-_OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
-
-
 def _position_questions(look: _Lookup, rng: np.random.Generator) -> list[Candidate]:
     scene = look.scene
     refs = {}
@@ -122,18 +118,7 @@ def _position_questions(look: _Lookup, rng: np.random.Generator) -> list[Candida
         if options:  # a bare shape only sometimes, so most questions name the colour too
             add_color = options[0] == ("shape",) and len(options) > 1 and rng.random() < 0.7
             refs[i] = _words(scene, i, options[1] if add_color else options[0])
-    out = []
-    for a in refs:
-        for b in refs:
-            if a == b:
-                continue
-            for rel, words in _RELATION_WORDS.items():
-                text = f"is the {refs[a]} {words} the {refs[b]}?"
-                if relation_holds(scene, a, b, rel):
-                    out.append(Candidate("position", text, "yes", (a, b)))
-                elif relation_holds(scene, a, b, _OPPOSITE[rel]):
-                    out.append(Candidate("position", text, "no", (a, b)))
-    return out
+    return position_candidates(refs, lambda a, b, rel: relation_holds(scene, a, b, rel))
 
 
 def candidates(scene: Scene, rng: np.random.Generator) -> dict[str, list[Candidate]]:
