@@ -68,6 +68,7 @@ def mix_datasets(sources: Sequence[str | Path], out_dir: str | Path) -> dict[str
         if not found:
             continue
         merged: dict[str, Any] = {}
+        names: dict[Path, list[str]] = {}
         for kind in _FILES:
             parts = [(p / "annotations" / f"{kind}_{split}.json", None) for p in found]
             parts = [(path, _read(path)) for path, _ in parts]
@@ -79,6 +80,7 @@ def mix_datasets(sources: Sequence[str | Path], out_dir: str | Path) -> dict[str
             data[key] = [r for _, d in parts for r in d[key]]
             if kind == "captions":
                 data["images"] = [im for _, d in parts for im in d["images"]]
+                names = {p: [im["file_name"] for im in d["images"]] for p, (_, d) in zip(found, parts)}
             merged[kind] = data
         ids = [im["id"] for im in merged["captions"]["images"]]
         if len(ids) != len(set(ids)):
@@ -86,9 +88,8 @@ def mix_datasets(sources: Sequence[str | Path], out_dir: str | Path) -> dict[str
         image_dir = out / "images" / split
         image_dir.mkdir(parents=True, exist_ok=True)
         for p in found:
-            names = [im["file_name"] for im in _read(p / "annotations" / f"captions_{split}.json")["images"]]
-            counts.setdefault(str(p), {})[split] = len(names)
-            for name in names:
+            counts.setdefault(str(p), {})[split] = len(names[p])
+            for name in names[p]:
                 link = image_dir / name
                 if not link.is_symlink():
                     link.symlink_to((p / "images" / split / name).resolve())

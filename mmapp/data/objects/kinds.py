@@ -13,7 +13,7 @@ from mmapp.words import plural
 
 class ObjectWords:
     """nouns (sorted), ``plurals`` noun -> plural, ``kinds`` noun -> supercategory,
-    ``nouns_by_kind``, ``kind_words`` / ``kind_plurals`` supercategory -> phrase."""
+    ``nouns_by_kind``, ``kind_plurals`` supercategory -> its plural."""
 
     def __init__(self, plurals: Mapping[str, str], kinds: Mapping[str, str]) -> None:
         self.plurals, self.kinds = dict(plurals), dict(kinds)
@@ -21,5 +21,4 @@ class ObjectWords:
         self.nouns_by_kind: dict[str, list[str]] = {}
         for n in self.nouns:
             self.nouns_by_kind.setdefault(kinds[n], []).append(n)
-        self.kind_words = {k: k for k in self.nouns_by_kind}
         self.kind_plurals = {k: plural(k) for k in self.nouns_by_kind}

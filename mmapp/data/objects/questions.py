@@ -46,7 +46,7 @@ def _what(scene: ObjectScene, rng: np.random.Generator) -> list[Candidate]:
     return [Candidate("object", text, scene.objects[0].noun, (0,))]
 
 
-def _kind(scene: ObjectScene, kind_words: Mapping[str, str]) -> list[Candidate]:
+def _kind(scene: ObjectScene) -> list[Candidate]:
     by_kind: dict[str, list[int]] = {}
     for i, o in enumerate(scene.objects):
         by_kind.setdefault(o.supercategory, []).append(i)
@@ -54,7 +54,7 @@ def _kind(scene: ObjectScene, kind_words: Mapping[str, str]) -> list[Candidate]:
     for kind, ids in by_kind.items():
         if len(ids) == 1:
             where = "is this" if len(scene.objects) == 1 else "is there"
-            out.append(Candidate("kind", f"what {kind_words[kind]} {where}?", scene.objects[ids[0]].noun,
+            out.append(Candidate("kind", f"what {kind} {where}?", scene.objects[ids[0]].noun,
                                  (ids[0],)))
     return out
 
@@ -114,7 +114,7 @@ def _bigger(scene: ObjectScene) -> list[Candidate]:
 
 def candidates(scene: ObjectScene, vocab: ObjectWords, rng: np.random.Generator) -> dict[str, list[Candidate]]:
     """Every valid question per type (types with none are absent)."""
-    found = _what(scene, rng) + _kind(scene, vocab.kind_words)
+    found = _what(scene, rng) + _kind(scene)
     found += _count(scene, vocab.plurals, vocab.kind_plurals, vocab.nouns, rng)
     found += _exists(scene, vocab.nouns_by_kind, vocab.nouns, rng) + _position(scene) + _bigger(scene)
     out: dict[str, list[Candidate]] = {}

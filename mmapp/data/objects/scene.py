@@ -57,13 +57,16 @@ class CutOutPool:
             by_noun.setdefault(c.noun, []).append(i)
         self.nouns = sorted(by_noun)
         self.by_noun = {n: sorted(by_noun[n], key=lambda i: self.cutouts[i].key) for n in self.nouns}
+        weights = {n: np.array([PHOTO_WEIGHT if self.cutouts[i].photo else 1.0 for i in m])
+                   for n, m in self.by_noun.items()}
+        self.image_p = {n: w / w.sum() for n, w in weights.items()}  # per class: P(each of its images)
 
     def draw(self, rng: np.random.Generator) -> int:
         """A cut-out index: a class uniformly, then one of its images (photographs PHOTO_WEIGHT x
         as often as renders)."""
-        members = self.by_noun[self.nouns[int(rng.integers(len(self.nouns)))]]
-        weights = np.array([PHOTO_WEIGHT if self.cutouts[i].photo else 1.0 for i in members])
-        return members[int(rng.choice(len(members), p=weights / weights.sum()))]
+        noun = self.nouns[int(rng.integers(len(self.nouns)))]
+        members = self.by_noun[noun]
+        return members[int(rng.choice(len(members), p=self.image_p[noun]))]
 
 
 @dataclass(frozen=True)

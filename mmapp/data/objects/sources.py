@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from mmapp.errors import InputError
+from mmapp.words import plural
 
 # Each is a natural word for "what <supercategory> is this?" and, with its plural, for captions.
 SUPERCATEGORIES: tuple[str, ...] = (
@@ -31,9 +32,7 @@ SUPERCATEGORIES: tuple[str, ...] = (
     "person", "vehicle", "building", "outdoor object", "tool", "instrument", "clothing item",
     "household item", "sports item", "toy",
 )
-SUPERCATEGORY_PLURALS: dict[str, str] = {
-    s: {"person": "people"}.get(s, s + "s") for s in SUPERCATEGORIES
-}
+SUPERCATEGORY_PLURALS: dict[str, str] = {s: plural(s) for s in SUPERCATEGORIES}
 
 TUXPAINT_DIR = "/usr/share/tuxpaint/stamps"
 EMOJI_DIR = "~/.cache/mmapp/fluent-emoji-3d/package/assets"

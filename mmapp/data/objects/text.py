@@ -76,7 +76,7 @@ def _kinds(scene: ObjectScene, words: ObjectWords) -> str:
     for o in scene.objects:
         counts[o.supercategory] = counts.get(o.supercategory, 0) + 1
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return join([noun_phrase(words.kind_words[s], words.kind_plurals[s], n) for s, n in ordered])
+    return join([noun_phrase(s, words.kind_plurals[s], n) for s, n in ordered])
 
 
 def _relation(scene: ObjectScene, gs: list[Group], rng: np.random.Generator) -> str | None:
@@ -94,8 +94,7 @@ def captions(scene: ObjectScene, words: ObjectWords, rng: np.random.Generator) -
     listing = join([g.phrase() for g in gs])
     if len(scene.objects) == 1:
         g, o = gs[0], scene.objects[0]
-        kind_word = words.kind_words[g.supercategory]
-        kind = f"{article(kind_word)} {kind_word}"
+        kind = f"{article(g.supercategory)} {g.supercategory}"
         close = max(o.box[2], o.box[3]) > 0.7 * scene.size
         options = [f"a photo of {listing}", f"there is {listing}", f"a picture of {listing}",
                    f"a close up of {listing}" if close else f"{listing} in the picture",
