@@ -147,6 +147,10 @@ def beam_search(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_l
 
     ``max_len`` counts words before ``<end>``; a beam that reaches it without ``<end>`` is still a
     valid caption. ``length_penalty`` alpha ranks beams by score / length**alpha (0: raw score).
+
+    The search stops as soon as no open beam can still win (``_settled``): with raw scores that is
+    when every image's best beam has ended, since an open beam's score only falls as it grows; with a
+    length penalty, when every beam has ended. Stopping there changes no result, only the steps run.
     """
     if beam_size < 1:
         raise ValueError("beam_size must be >= 1")
@@ -165,9 +169,12 @@ def beam_search(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_l
     # attention rows. Sequences are read back from these once, at the end.
     history: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
 
+    never = None  # (V,): 0, or -inf for the words a caption never holds (<start>, <pad>)
     for t in range(max_len + 1):
         logits, alpha, state = decoder.step(tokens, state, memory)  # (B*K, V), (B*K, P)
-        logp = _never(logits.float().log_softmax(dim=-1), start_id, pad_id).view(B, K, -1)  # (B, K, V)
+        if never is None:
+            never = _never(torch.zeros(logits.shape[-1], device=device), start_id, pad_id)
+        logp = (logits.float().log_softmax(dim=-1) + never).view(B, K, -1)  # (B, K, V)
         if t == max_len:  # the last step must close every open caption
             logp = _only(logp, end_id)
         V = logp.shape[-1]
@@ -186,7 +193,7 @@ def beam_search(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_l
         lengths = lengths.gather(1, parent) + (~was_finished).long()
         finished = was_finished | (word == end_id)
         tokens = word.view(-1)
-        if bool(finished.all()):
+        if _settled(scores, finished, length_penalty):
             break
 
     ranking = scores / lengths.clamp(min=1).float().pow(length_penalty) if length_penalty else scores
@@ -194,6 +201,15 @@ def beam_search(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_l
     pick = torch.arange(B, device=device)
     seqs, alphas = _trace_back(history, best)
     return Decoded(tokens=seqs, lengths=lengths[pick, best], scores=ranking[pick, best], attention=alphas)
+
+
+def _settled(scores: Tensor, finished: Tensor, length_penalty: float) -> bool:
+    """scores, finished (B, K), the beams of each image sorted best first -> whether no open beam
+    can still overtake: without a length penalty, once each image's best beam has ended (the others'
+    scores can only fall); with one, once every beam has ended."""
+    if length_penalty:
+        return bool(finished.all())
+    return bool(finished[:, 0].all())
 
 
 def _trace_back(history: list[tuple[Tensor, Tensor, Tensor, Tensor]], beam: Tensor) -> tuple[Tensor, Tensor]:
