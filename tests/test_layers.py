@@ -5,7 +5,7 @@ lines. Imports are read with ``ast`` (those inside functions count too), so noth
 Layers, lowest first (docs/architecture.md draws them):
 
 0. foundation: errors, atomic, config, run_config, vocab, words, inputs, images, grid_cells, vqa_normalize,
-   distributed, plotting
+   distributed, plotting, memory
 1. components: ``models/``, ``data/``, ``metrics/`` (siblings: none imports another)
 2. training parts and model files: losses, engine, ood, checkpoint, ``speed/``
 3. runs and model use: ``tasks/``, trainer, inference, decode_split, model_card
@@ -25,7 +25,7 @@ MAX_LINES = 350
 
 LAYERS: dict[str, int] = {
     **dict.fromkeys(["errors", "atomic", "config", "run_config", "vocab", "words", "inputs", "images", "grid_cells", "vqa_normalize",
-                     "distributed", "plotting"], 0),
+                     "distributed", "plotting", "memory"], 0),
     **dict.fromkeys(["models", "data", "metrics"], 1),
     **dict.fromkeys(["losses", "engine", "ood", "checkpoint", "speed"], 2),
     **dict.fromkeys(["tasks", "trainer", "inference", "decode_split", "model_card"], 3),

@@ -48,12 +48,25 @@ def run(args: argparse.Namespace) -> int:
         if not paths[kind].is_file():
             return _missing_checkpoint(kind, flag, paths[kind])
 
+    from mmapp.distributed import resolve_device
+    from mmapp.errors import InputError
+    from mmapp.memory import release_cuda_code_pages
+
+    try:
+        device = resolve_device(args.device)
+    except InputError as e:
+        print(f"mmapp app: {e}", file=sys.stderr)
+        return 2
+    if device.type == "cpu":  # torch's CUDA libraries never run here: keep them out of the RSS (mmapp/memory.py)
+        release_cuda_code_pages()
     # heavy: gradio and torch, only when the app is served
     from mmapp.app.ui import build_demo, launch_demo  # sets GRADIO_ANALYTICS_ENABLED before gradio loads
     from mmapp.inference import Captioner, VQAModel
 
-    captioner = Captioner.from_checkpoint(paths["captioner"], args.device)
-    vqa = VQAModel.from_checkpoint(paths["vqa"], args.device, encoder=captioner.encoder)
+    captioner = Captioner.from_checkpoint(paths["captioner"], device)
+    vqa = VQAModel.from_checkpoint(paths["vqa"], device, encoder=captioner.encoder)
+    if device.type == "cpu":
+        release_cuda_code_pages()  # what loading the models faulted in again
     demo = build_demo(captioner, vqa, max_batch_size=args.max_batch_size, checkpoints=paths)
     try:
         launch_demo(demo, host=args.host, port=args.port, share=args.share)

@@ -1,0 +1,70 @@
+"""The app process's resident memory on a CPU: what torch's CUDA build maps and never runs.
+
+torch's CUDA build maps its CUDA libraries at import (cuBLAS, NVRTC, nvJitLink, libtorch_cuda, ...),
+and the kernel counts every page of their code that it has faulted in as the process's RSS: about
+220 MiB on the project's machine, more or less of it from one run to the next depending on what the
+page cache holds (the same app measured 976 MiB and 1,199 MiB peak, docs/benchmarks.md). On a
+machine without a GPU none of that code ever runs. ``release_cuda_code_pages`` tells the kernel so:
+``madvise(MADV_DONTNEED)`` on those libraries' read-only executable mappings, which drops their
+pages from the process; a page that is ever needed again is read back from the file. Only mappings
+that are never written (``r-xp``) are touched, so no relocated data is lost.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+MADV_DONTNEED = 4
+# the libraries a CUDA build of torch maps: NVIDIA's wheels (site-packages/nvidia/...) and torch's own
+CUDA_LIBRARY_MARKERS = ("/nvidia/", "/libtorch_cuda", "/libc10_cuda", "/libcudnn", "/libnccl", "/libcublas",
+                        "/libcusparse", "/libcufft", "/libcurand", "/libnvrtc", "/libnvJitLink", "/libcupti")
+
+
+def cuda_code_mappings(maps: str) -> list[tuple[int, int, str]]:
+    """The lines of a ``/proc/<pid>/maps`` text -> (start, end, path) of each read-only executable
+    mapping of a CUDA library."""
+    found = []
+    for line in maps.splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) < 6 or parts[1] != "r-xp":
+            continue
+        path = parts[5].strip()
+        if any(marker in path for marker in CUDA_LIBRARY_MARKERS):
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            found.append((start, end, path))
+    return found
+
+
+def resident_mib() -> float:
+    """This process's current RSS in MiB (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def release_cuda_code_pages() -> float:
+    """On Linux, in a process that does not use CUDA: drop the resident code pages of the CUDA
+    libraries from this process. Returns the MiB of RSS released (0 where nothing was done).
+    Call it only where CUDA will not be used (the app calls it when it serves on the CPU)."""
+    if not sys.platform.startswith("linux"):
+        return 0.0
+    try:
+        with open(f"/proc/{os.getpid()}/maps") as f:
+            mappings = cuda_code_mappings(f.read())
+    except OSError:
+        return 0.0
+    if not mappings:
+        return 0.0
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    before = resident_mib()
+    for start, end, _ in mappings:
+        libc.madvise(start, end - start, MADV_DONTNEED)
+    return max(0.0, before - resident_mib())

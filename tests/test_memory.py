@@ -1,0 +1,45 @@
+"""Dropping the CUDA libraries' code pages from a CPU process (mmapp/memory.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from mmapp.memory import cuda_code_mappings
+
+MAPS = """\
+7f0000000000-7f0000100000 r--p 00000000 fd:01 11 /venv/site-packages/nvidia/cu13/lib/libcublasLt.so.13
+7f0000100000-7f0000900000 r-xp 00100000 fd:01 11 /venv/site-packages/nvidia/cu13/lib/libcublasLt.so.13
+7f0000900000-7f0000a00000 rw-p 00900000 fd:01 11 /venv/site-packages/nvidia/cu13/lib/libcublasLt.so.13
+7f0001000000-7f0002000000 r-xp 00000000 fd:01 12 /venv/site-packages/torch/lib/libtorch_cuda.so
+7f0003000000-7f0004000000 r-xp 00000000 fd:01 13 /venv/site-packages/torch/lib/libtorch_cpu.so
+7f0005000000-7f0005001000 rw-p 00000000 00:00 0
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+"""
+
+
+def test_only_the_cuda_libraries_code_mappings_are_chosen() -> None:
+    found = cuda_code_mappings(MAPS)
+    assert [(hex(start), hex(end)) for start, end, _ in found] == [
+        ("0x7f0000100000", "0x7f0000900000"), ("0x7f0001000000", "0x7f0002000000")]
+    assert all(path.endswith((".so.13", "libtorch_cuda.so")) for _, _, path in found)
+
+
+def test_a_process_that_released_them_still_computes_and_holds_less() -> None:
+    # in its own process: the pages are refaulted from the files if anything ever runs them
+    code = """
+import torch
+from mmapp.memory import cuda_code_mappings, release_cuda_code_pages, resident_mib
+mapped = bool(cuda_code_mappings(open('/proc/self/maps').read()))
+before = resident_mib()
+released = release_cuda_code_pages()
+x = torch.arange(12.0).view(3, 4)
+print(mapped, released, resident_mib() < before, float((x @ x.T).sum()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    mapped, released, smaller, total = out[0] == "True", float(out[1]), out[2] == "True", float(out[3])
+    assert total == 1134.0  # torch still works after the release
+    if mapped:  # a CUDA build of torch (as in this project's venv): its code pages left the RSS
+        assert released > 10 and smaller
+    else:  # a CPU build maps no CUDA library: nothing to release
+        assert released == 0
