@@ -170,15 +170,23 @@ class _ImageModel:
         opened = [(i, []) if _decoded(i) else open_image(i) for i in as_image_list(images)]
         return [image for image, _ in opened], [warnings for _, warnings in opened]
 
-    @torch.inference_mode()
     def encode(self, images: ImageInput | Sequence[ImageInput]) -> tuple[Tensor, list[tuple[int, int]]]:
         """Images -> grid features (B, P, D) and each image's (width, height); RGB PIL images are used
         as they are, anything else is decoded first."""
         pil = [i if _decoded(i) else load_image(i) for i in as_image_list(images)]
         if not pil:
             raise InputError("no images given")
-        batch = torch.stack([preprocess(p, self.encoder.cfg) for p in pil]).to(self.device)  # (B, 3, S, S)
-        return self.encoder(batch), [p.size for p in pil]
+        return self.encode_prepared(torch.stack([self.prepare(p) for p in pil])), [p.size for p in pil]
+
+    def prepare(self, image: Image.Image) -> Tensor:
+        """One RGB image -> the encoder's input (3, S, S), resized and normalised. The app does this in
+        each request's own thread, so that the batched model call only runs the encoder."""
+        return preprocess(image, self.encoder.cfg)
+
+    @torch.inference_mode()
+    def encode_prepared(self, batch: Tensor) -> Tensor:
+        """(B, 3, S, S) from ``prepare`` -> grid features (B, P, D)."""
+        return self.encoder(batch.to(self.device))
 
 
 def _same_encoder(encoder: Any, meta: dict) -> bool:

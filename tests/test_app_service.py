@@ -166,7 +166,7 @@ def test_batched_captions_equal_one_by_one_with_mixed_beam_sizes(models, scenes)
     service = AppService(captioner, vqa, max_batch_size=8, checkpoints=paths)
     beams = [1, 3, 1, 5]
     items = list(zip(scenes, beams))
-    batched = service._caption_batch(items)
+    batched = service._caption_batch([(captioner.prepare(image), image.size, beam) for image, beam in items])
     for (image, beam), out in zip(items, batched):
         (single,) = captioner.caption(image, beam_size=beam)
         assert out.text == single.text and out.tokens == single.tokens
@@ -183,7 +183,7 @@ def test_batched_answers_equal_one_by_one(models, scenes):
     service = AppService(captioner, vqa, checkpoints=paths)
     questions = ["what color is the circle?", "how many objects are there?", "is there a red square?",
                  "what shape is the blue object?"]
-    batched = service._answer_batch(list(zip(scenes, questions)))
+    batched = service._answer_batch([(vqa.prepare(image), image.size, q) for image, q in zip(scenes, questions)])
     for image, question, out in zip(scenes, questions, batched):
         (single,) = vqa.answer(image, question)
         out.answers = out.answers[:5]

@@ -5,7 +5,11 @@ request in the batch, and a batch function cannot fail just one of them. The app
 each request in its own handler (so a bad upload gets its own clear error) and hands only valid work
 to a ``MicroBatcher``: one worker thread takes everything that is waiting (up to ``max_batch_size``)
 and runs it as one model call. While the worker is busy new requests pile up and form the next batch,
-so throughput grows with load and an idle server adds no latency. Should a batch still fail, each of
+so throughput grows with load and an idle server adds no latency. Under load (the previous batch
+held more than one item) the worker also lingers up to ``linger_s`` for a batch to fill before it runs
+it: when a full batch's replies go out together, their clients' next requests arrive a few
+milliseconds apart, and without the wait the first of them would run alone, a whole model call for
+one image, while the others queue behind it. Should a batch still fail, each of
 its items is retried alone, so one bad item only fails its own request.
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from typing import Callable, Generic, Sequence, TypeVar
 
@@ -27,10 +32,13 @@ class MicroBatcher(Generic[Item, Result]):
     """Runs ``run_batch(items) -> results`` (one result, or an ``Exception`` instance, per item)."""
 
     def __init__(self, run_batch: Callable[[Sequence[Item]], Sequence[Result | Exception]],
-                 max_batch_size: int = 16, name: str = "batcher") -> None:
+                 max_batch_size: int = 16, name: str = "batcher", linger_s: float = 0.01) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if linger_s < 0:
+            raise ValueError(f"linger_s must be >= 0, got {linger_s}")
         self.run_batch, self.max_batch_size, self.name = run_batch, max_batch_size, name
+        self.linger_s = linger_s
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)  # recent sizes, for tests/stats
         self._pending: collections.deque[tuple[Item, Future]] = collections.deque()
         self._wake = threading.Condition()
@@ -63,6 +71,13 @@ class MicroBatcher(Generic[Item, Result]):
                     self._wake.wait()
                 if not self._pending:
                     return
+                if self.batch_sizes and self.batch_sizes[-1] > 1:  # under load: let the batch fill
+                    deadline = time.monotonic() + self.linger_s
+                    while len(self._pending) < self.max_batch_size and not self._closed:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._wake.wait(left)
                 batch = [self._pending.popleft() for _ in range(min(len(self._pending), self.max_batch_size))]
             self.batch_sizes.append(len(batch))
             self._run([item for item, _ in batch], [future for _, future in batch])

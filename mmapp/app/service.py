@@ -16,7 +16,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import torch
 from PIL import Image
+from torch import Tensor
 
 from mmapp.app.batching import MicroBatcher
 from mmapp.app.models_panel import model_card
@@ -64,9 +66,10 @@ def _inside(path: str | Path, root: str | Path) -> bool:
 class AppService:
     """The captioner and the VQA model behind two ``MicroBatcher``s, plus what the app shows about them."""
 
-    def __init__(self, captioner: Captioner, vqa: VQAModel, max_batch_size: int = 16,
-                 checkpoints: Mapping[str, str | Path] | None = None) -> None:
+    def __init__(self, captioner: Captioner, vqa: VQAModel, max_batch_size: int = 8,
+                 checkpoints: Mapping[str, str | Path] | None = None, model_threads: int = 1) -> None:
         self.captioner, self.vqa = captioner, vqa
+        self.model_threads = model_threads
         self.checkpoints = {k: Path(v) for k, v in (checkpoints or {}).items()}
         self.captions = MicroBatcher(self._caption_batch, max_batch_size, "caption-batcher")
         self.answers = MicroBatcher(self._answer_batch, max_batch_size, "answer-batcher")
@@ -74,7 +77,8 @@ class AppService:
     def caption(self, image: Image.Image, beam_size: Any, warnings: Sequence[str] = ()) -> CaptionResult:
         """One decoded image -> its caption, word attention (T, H, W), domain verdict; ``warnings``
         (the image's, from ``open_upload``) come first in the result's."""
-        result = self.captions.submit((image, check_beam_size(beam_size)))
+        beam_size = check_beam_size(beam_size)
+        result = self.captions.submit((self.captioner.prepare(image), image.size, beam_size))
         return dataclasses.replace(result, warnings=[*warnings, *result.warnings])
 
     def answer(self, image: Image.Image, question: Any, warnings: Sequence[str] = (),
@@ -82,7 +86,7 @@ class AppService:
         """One decoded image and a question -> top answers, attention (H, W), domain verdict, warnings."""
         top_k = check_top_k(top_k)
         question, question_warnings = self.vqa.check_question(question)
-        result = self.answers.submit((image, question))
+        result = self.answers.submit((self.vqa.prepare(image), image.size, question))
         return dataclasses.replace(result, answers=result.answers[:top_k],
                                    warnings=[*warnings, *question_warnings, *result.warnings])
 
@@ -90,10 +94,21 @@ class AppService:
         self.captions.close()
         self.answers.close()
 
-    def _caption_batch(self, items: Sequence[tuple[Image.Image, int]]) -> list[CaptionResult]:
-        features, sizes = self.captioner.encode([image for image, _ in items])  # (B, P, D)
+    def _threads(self) -> None:
+        """In a batcher's thread: run its model calls on ``model_threads`` torch threads (OpenMP's count is
+        per calling thread). On the 2-core machine, torch called from a thread other than the main one
+        ran a caption 2x slower with 2 intra-op threads than with 1 (docs/benchmarks.md, "The served
+        app"); with 1, the other core is left to the requests' decoding, resizing and HTTP."""
+        if torch.get_num_threads() != self.model_threads:
+            torch.set_num_threads(self.model_threads)
+
+    # Items are (encoder input (3, S, S) from ``prepare``, the image's (width, height), beam or question).
+    def _caption_batch(self, items: Sequence[tuple[Tensor, tuple[int, int], int]]) -> list[CaptionResult]:
+        self._threads()
+        features = self.captioner.encode_prepared(torch.stack([pixels for pixels, _, _ in items]))  # (B, P, D)
+        sizes = [size for _, size, _ in items]
         rows_by_beam: dict[int, list[int]] = defaultdict(list)
-        for row, (_, beam) in enumerate(items):
+        for row, (_, _, beam) in enumerate(items):
             rows_by_beam[beam].append(row)
         outputs: list[Any] = [None] * len(items)
         for beam, rows in rows_by_beam.items():
@@ -102,9 +117,11 @@ class AppService:
                 outputs[row] = result
         return outputs
 
-    def _answer_batch(self, items: Sequence[tuple[Image.Image, str]]) -> list[AnswerResult]:
-        features, sizes = self.vqa.encode([image for image, _ in items])  # (B, P, D)
-        return self.vqa.answer_results(features, [question for _, question in items], sizes, MAX_TOP_K)
+    def _answer_batch(self, items: Sequence[tuple[Tensor, tuple[int, int], str]]) -> list[AnswerResult]:
+        self._threads()
+        features = self.vqa.encode_prepared(torch.stack([pixels for pixels, _, _ in items]))  # (B, P, D)
+        return self.vqa.answer_results(features, [question for _, _, question in items],
+                                       [size for _, size, _ in items], MAX_TOP_K)
 
 
 def describe_models(service: AppService) -> str:

@@ -131,7 +131,7 @@ class Handlers:
         return self.service.answer(picture, question, warnings).to_json()
 
 
-def build_demo(captioner: Captioner, vqa: VQAModel, *, max_batch_size: int = 16,
+def build_demo(captioner: Captioner, vqa: VQAModel, *, max_batch_size: int = 8,
                checkpoints: dict[str, str | Path] | None = None) -> gr.Blocks:
     """The app around two loaded models; ``checkpoints`` (kind -> path) are named in the Models panel."""
     return build_service_demo(AppService(captioner, vqa, max_batch_size, checkpoints))

@@ -22,8 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 to serve your network)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--max-batch-size", type=int, default=16,
-                   help="most concurrent requests run as one model call (default 16)")
+    p.add_argument("--max-batch-size", type=int, default=8,
+                   help="most concurrent requests run as one model call (default 8: with more clients, one "
+                        "batch runs while the other's replies go out and its next requests come in)")
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link (needs internet)")
     p.set_defaults(func=run)
 
