@@ -158,6 +158,38 @@ def test_micro_batcher_batches_concurrent_items_and_isolates_failures():
     batcher.close()
 
 
+def test_micro_batcher_lingers_for_stragglers_only_under_load():
+    import threading
+    import time
+
+    from mmapp.app.batching import MicroBatcher
+
+    def run(items):
+        time.sleep(0.05)  # a model call
+        return list(items)
+
+    batcher = MicroBatcher(run, max_batch_size=4, linger_s=0.5)
+    start = time.monotonic()
+    assert batcher.submit("alone") == "alone"
+    assert time.monotonic() - start < 0.4  # idle (no batch yet): no waiting for company
+    blocker = threading.Thread(target=batcher.submit, args=("first",))
+    blocker.start()  # the worker is busy with it while the next two queue up: a batch of two
+    time.sleep(0.01)
+    pair = [threading.Thread(target=batcher.submit, args=(i,)) for i in ("a", "b")]
+    for t in pair:
+        t.start()
+    time.sleep(0.1)  # after that batch of two, a straggler pair arrives 0.2 s apart: the worker waits
+    late = [threading.Thread(target=batcher.submit, args=(i,)) for i in ("c",)]
+    late[0].start()
+    time.sleep(0.2)
+    late.append(threading.Thread(target=batcher.submit, args=("d",)))
+    late[1].start()
+    for t in [blocker, *pair, *late]:
+        t.join()
+    assert list(batcher.batch_sizes) == [1, 1, 2, 2]
+    batcher.close()
+
+
 # ---------------------------------------------------------------------------------------------- service
 
 
