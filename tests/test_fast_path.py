@@ -121,6 +121,7 @@ def test_padded_vqa_batches_give_the_unpadded_loss_and_gradients(count_context: 
         torch.testing.assert_close(fixed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of .lr_scheduler.step\(\).:UserWarning")  # no optimizer step here
 @pytest.mark.parametrize("schedule,warmup,tail", [("cosine", 3, None), ("step", 0, None), ("constant", 2, 0.125),
                                                   ("cosine", 0, 0.25)])
 def test_tensor_schedule_sets_lambda_lrs_rate_at_every_step(schedule, warmup, tail) -> None:

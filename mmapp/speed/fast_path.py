@@ -23,6 +23,8 @@ from torch import nn
 
 from mmapp.engine import Precision
 from mmapp.errors import NonFiniteLossError
+from mmapp.models.recurrent_decoder import RecurrentAttentionDecoder
+from mmapp.models.vqa import VQANet
 from mmapp.speed.fixed_shapes import use_static_shapes
 from mmapp.speed.graphed import GraphedTrainStep, train_graphed_epoch
 from mmapp.speed.schedule import TensorSchedule
@@ -42,7 +44,7 @@ def fast_path_reason(train_cfg: Any, device: torch.device, distributed: bool, pr
         return "train.compile is another training path: pick one"
     if any(p.requires_grad for p in getattr(model, "encoder", nn.Module()).parameters()):
         return "a fine-tuned encoder's BatchNorm would see the padding images"
-    if type(head).__name__ not in ("RecurrentAttentionDecoder", "VQANet"):
+    if not isinstance(head, (RecurrentAttentionDecoder, VQANet)):
         return f"{type(head).__name__} has no fixed-shape training path (recurrent decoders and the VQA model do)"
     return None
 
