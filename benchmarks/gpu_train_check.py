@@ -8,8 +8,9 @@
    ``index.json`` / ``meta.json`` as ``mmapp features`` writes them), COCO-format caption files
    (566,435 captions over the 113,287 training images; 6 + Poisson(4) random words of 10,000) and
    VQA v2-format questions and annotations (443,757 questions over 82,783 images, 10 answers each).
-   The page cache is asked to drop the features after writing (``posix_fadvise``), so the first
-   epoch reads them from disk.
+   The page cache is asked to drop the features after writing (``posix_fadvise``); the trainer then
+   reads them through its memory map (its out-of-distribution statistics read every training grid
+   once before the first epoch, which may leave them in the page cache).
 2. Runs, each as its own process, timing one whole training epoch: ``python -m benchmarks.gpu_epoch
    --cuda-graphs`` (the benchmark); ``mmapp train caption`` (``train.cuda_graphs=auto``: the fast path);
    ``mmapp train vqa`` with ``train.cuda_graphs=auto`` and ``=off`` (its eager path).
