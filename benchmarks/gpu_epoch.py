@@ -103,6 +103,8 @@ def batches(features, captions, lengths, per_image: int, batch: int, device: tor
     With ``length_bucket`` the shapes are fixed for CUDA graphs: captions padded to a length that is a
     multiple of it, and always ceil(batch / per_image) + 1 image rows (the last image repeated; no
     caption points at the copies)."""
+    from mmapp.speed.fixed_shapes import repeat_last, round_up
+
     order = torch.randperm(features.shape[0], generator=g)
     caption_rows = (order.unsqueeze(1) * per_image + torch.arange(per_image)).flatten()  # (N,)
     image_rows = -(-batch // per_image) + 1
@@ -110,9 +112,9 @@ def batches(features, captions, lengths, per_image: int, batch: int, device: tor
         rows = caption_rows[start : start + batch]  # (B,)
         images, image_index = torch.unique_consecutive(rows // per_image, return_inverse=True)  # (I,), (B,)
         L = int(lengths[rows].max())
-        if length_bucket:
-            L = min(captions.shape[1], -(-L // length_bucket) * length_bucket)
-            images = torch.cat([images, images[-1:].expand(image_rows - len(images))])  # (image_rows,)
+        if length_bucket:  # mmapp train's fast path pads the same way (mmapp.speed.fixed_shapes)
+            L = round_up(L, length_bucket, captions.shape[1])
+            images = repeat_last(images, image_rows)  # (image_rows,)
         yield {"visual": features[images.to(features.device)].to(device, non_blocking=True).float(),  # (I, P, D)
                "captions": captions[rows, :L].to(device, non_blocking=True),
                "image_index": image_index.to(device, non_blocking=True)}

@@ -52,6 +52,33 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def lr_factor(schedule: str, warmup: int, total: int, tail_factor: float | None = None) -> Callable[[int], float]:
+    """The learning rate at optimizer step ``step`` over the base rate: linear warm-up, then cosine decay
+    to 0 / steps of 0.1 at 50% and 75% / constant, over ``total`` steps; after them, ``tail_factor`` x
+    the base rate where given (the self-critical epochs, which follow the cross-entropy ones at their
+    own constant rate)."""
+    def factor(step: int) -> float:
+        if tail_factor is not None and step >= total:
+            return tail_factor
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        if schedule == "step":
+            return 0.1 ** (int(progress >= 0.5) + int(progress >= 0.75))
+        return 1.0
+
+    return factor
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, warmup: int, total: int,
+                   tail_factor: float | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """``lr_factor``'s schedule over a float learning rate (``mmapp.speed.schedule`` writes it into a
+    tensor one)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(schedule, warmup, total, tail_factor))
+
+
 LossFn = Callable[[nn.Module, Any], "tuple[Tensor, dict[str, float], int]"]
 
 

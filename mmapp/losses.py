@@ -16,20 +16,28 @@ def caption_loss(logits: Tensor, alphas: Tensor, targets: Tensor, pad_id: int = 
     (1 - sum_t alpha_tp)^2 over non-pad steps, so that attention over the caption covers the grid.
     The mean over the P cells (as the widely used PyTorch tutorial does) keeps lambda = 1 meaningful
     for any grid size; the paper's sum over cells is P times larger.
-    Logits and attention at steps whose target is ``<pad>`` do not matter (any values give the same loss).
+    Logits and attention at steps whose target is ``<pad>`` do not matter (any values give the same loss),
+    and neither do rows whose targets are all ``<pad>`` (the rows a fixed-shape batch is padded with,
+    ``mmapp.speed.fixed_shapes``): the regulariser averages over the rows with a target.
     """
     loss, terms = caption_loss_terms(logits, alphas, targets, pad_id, attention_weight)
-    return loss, {name: float(value) for name, value in terms.items()}
+    return loss, floats(terms)
+
+
+def floats(terms: dict[str, Tensor]) -> dict[str, float]:
+    """Loss terms read back from the device (one synchronisation each)."""
+    return {name: float(value) for name, value in terms.items()}
 
 
 def caption_loss_terms(logits: Tensor, alphas: Tensor, targets: Tensor, pad_id: int = 0,
                        attention_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
     """``caption_loss`` with its terms as detached 0-dim tensors: nothing waits for the device
-    (what a training step captured in a CUDA graph needs, ``mmapp.graphed``)."""
+    (what a training step captured in a CUDA graph needs, ``mmapp.speed.graphed``)."""
     mask = targets.ne(pad_id)  # (B, T)
     xent = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=pad_id)
     coverage = (alphas.float() * mask.unsqueeze(-1)).sum(dim=1)  # (B, P)
-    penalty = ((1.0 - coverage) ** 2).mean()
+    rows = mask.any(dim=1)  # (B,) a real caption has at least <end> as a target
+    penalty = (((1.0 - coverage) ** 2).mean(dim=1) * rows).sum() / rows.sum().clamp(min=1)
     loss = xent + attention_weight * penalty
     return loss, {"xent": xent.detach(), "att_penalty": penalty.detach()}
 
@@ -38,14 +46,20 @@ def vqa_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, float]]
     """Soft-target cross-entropy. logits (B, N), targets (B, N) soft scores in [0, 1].
 
     Targets are renormalised to a distribution per question; questions whose answers are all out
-    of the vocabulary (all-zero targets) do not contribute.
+    of the vocabulary (all-zero targets, as in a fixed-shape batch's padding rows) do not contribute.
     """
+    loss, terms = vqa_loss_terms(logits, targets)
+    return loss, floats(terms)
+
+
+def vqa_loss_terms(logits: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """``vqa_loss`` with its term as a detached 0-dim tensor (nothing waits for the device)."""
     totals = targets.sum(dim=-1, keepdim=True)  # (B, 1)
     valid = totals.squeeze(-1) > 0
     dist = targets / totals.clamp(min=1e-12)
     per_question = -(dist * logits.float().log_softmax(dim=-1)).sum(dim=-1)  # (B,)
     loss = (per_question * valid).sum() / valid.sum().clamp(min=1)
-    return loss, {"xent": float(loss.detach())}
+    return loss, {"xent": loss.detach()}
 
 
 def attention_grounding_loss(attention: Tensor, regions: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -56,11 +70,17 @@ def attention_grounding_loss(attention: Tensor, regions: Tensor) -> tuple[Tensor
     not contribute. Returns the mean over
     supervised glimpses (0 when there are none) and the mean mass they put on their targets.
     """
+    loss, terms = attention_grounding_loss_terms(attention, regions)
+    return loss, floats(terms)
+
+
+def attention_grounding_loss_terms(attention: Tensor, regions: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """``attention_grounding_loss`` with its terms as detached 0-dim tensors."""
     supervised = regions.any(dim=-1)  # (B, G)
     mass = (attention.float() * regions).sum(dim=-1)  # (B, G)
     n = supervised.sum().clamp(min=1)
     loss = -(mass.clamp(min=1e-6).log() * supervised).sum() / n
-    return loss, {"ground": float(loss.detach()), "ground_mass": float((mass.detach() * supervised).sum() / n)}
+    return loss, {"ground": loss.detach(), "ground_mass": (mass.detach() * supervised).sum() / n}
 
 
 def count_map_loss(count_logits: Tensor, centres: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -72,7 +92,18 @@ def count_map_loss(count_logits: Tensor, centres: Tensor) -> tuple[Tensor, dict[
     count_logits (B, P), centres (B, P) bool. Returns the total and its terms: ``count_bce`` and
     ``count_error`` (mean absolute count error).
     """
+    loss, terms = count_map_loss_terms(count_logits, centres)
+    return loss, floats(terms)
+
+
+def count_map_loss_terms(count_logits: Tensor, centres: Tensor, rows: Tensor | None = None
+                         ) -> tuple[Tensor, dict[str, Tensor]]:
+    """``count_map_loss`` with its terms as detached 0-dim tensors; ``rows`` (B,) bool, where given,
+    names the questions that count (a fixed-shape batch's padding rows do not)."""
     target = centres.float()
-    bce = F.binary_cross_entropy_with_logits(count_logits.float(), target, reduction="sum") / len(target)
-    error = (torch.sigmoid(count_logits.float()).sum(-1) - target.sum(-1)).abs().mean()
-    return bce + error, {"count_bce": float(bce.detach()), "count_error": float(error.detach())}
+    weight = torch.ones(len(target), device=target.device) if rows is None else rows.float()  # (B,)
+    n = weight.sum().clamp(min=1)
+    bce = (F.binary_cross_entropy_with_logits(count_logits.float(), target, reduction="none").sum(-1)
+           * weight).sum() / n
+    error = ((torch.sigmoid(count_logits.float()).sum(-1) - target.sum(-1)).abs() * weight).sum() / n
+    return bce + error, {"count_bce": bce.detach(), "count_error": error.detach()}

@@ -67,6 +67,12 @@ class TrainConfig:
     val_beam_size: int = 3
     deterministic: bool = False
     compile: bool = False  # torch.compile the recurrent decoder's per-word update (GPU training)
+    # the fast path (mmapp/speed/fast_path.py): fixed-shape batches, a tensor learning rate and training
+    # steps replayed from CUDA graphs. auto: on CUDA where the run allows it | on (on a CPU: the same
+    # steps, eager) | off
+    cuda_graphs: str = "auto"
+    row_bucket: int = 8  # fast path: captions / questions per batch rounded up to a multiple of this
+    length_bucket: int = 4  # fast path: caption / question tokens rounded up to a multiple of this
     # Self-critical sequence training (captions): from this many finished epochs on, the captioner
     # samples scst_samples captions per image and learns from their CIDEr-D against the image's
     # training references, each sample's baseline being the mean reward of the image's other
@@ -81,6 +87,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"train.schedule must be cosine, step or constant, got {self.schedule!r}")
+        if self.cuda_graphs not in ("auto", "on", "off"):
+            raise ValueError(f"train.cuda_graphs must be auto, on or off, got {self.cuda_graphs!r}")
+        if self.row_bucket < 1 or self.length_bucket < 1:
+            raise ValueError("train.row_bucket and train.length_bucket must be >= 1")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("train.epochs and train.batch_size must be >= 1")
         if self.self_critical_after >= 0 and self.scst_samples < 2:

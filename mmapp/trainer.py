@@ -25,11 +25,12 @@ from mmapp.atomic import write_text
 from mmapp.checkpoint import flatten_state, prefixed, read_checkpoint, unflatten_state
 from mmapp.config import save_config, to_dict
 from mmapp.distributed import DistInfo, EpochSampler, cleanup, device_for, setup
-from mmapp.engine import NonFiniteLossError, Precision, train_one_epoch
+from mmapp.engine import NonFiniteLossError, Precision, make_scheduler, train_one_epoch
 from mmapp.errors import CheckpointError
 from mmapp.models.recurrent_decoder import RecurrentAttentionDecoder
 from mmapp.plotting import plot_history
 from mmapp.run_config import RunConfig
+from mmapp.speed.fast_path import FastPath, wants_fast_path
 from mmapp.speed.teacher_forcing import use_training_path
 
 
@@ -42,6 +43,8 @@ class Task(Protocol):
     def train_set(self) -> Any: ...
     def collate(self, items: list) -> Any: ...
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float], int]: ...
+    # the fast path (train.cuda_graphs) also uses loss_terms(model, batch) (terms as tensors) and
+    # fixed_batch(batch) -> (padded tensors, real item count)
     def validate(self, model: nn.Module, info: DistInfo) -> dict[str, float]: ...
     def save(self, path: Path, model: nn.Module, training: dict, extra_tensors: dict, extra_meta: dict) -> None: ...
 
@@ -50,26 +53,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, warmup: int, total: int,
-                   tail_factor: float | None = None):
-    """Linear warm-up, then cosine decay to 0 / steps of 0.1 at 50% and 75% / constant, over
-    ``total`` steps; after them, ``tail_factor`` x the base rate where given (the self-critical
-    epochs, which follow the cross-entropy ones at their own constant rate)."""
-    def factor(step: int) -> float:
-        if tail_factor is not None and step >= total:
-            return tail_factor
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        if schedule == "step":
-            return 0.1 ** (int(progress >= 0.5) + int(progress >= 0.75))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _rng_state() -> dict:
@@ -102,22 +85,29 @@ class Run:
         seed_everything(cfg.train.seed)
         self.task: Task = task_factory(cfg, self.device, self.info)
         self.model = self.task.model.to(self.device)
+        self.precision = Precision.resolve(cfg.train.amp, self.device)
         head = getattr(self.model, "head", self.model)
         if isinstance(head, RecurrentAttentionDecoder):
             use_training_path(head, "compile" if cfg.train.compile else "shrink")
         elif cfg.train.compile:
             raise ValueError(f"train.compile: {type(head).__name__} has nothing to compile "
                              "(only the recurrent caption decoders do)")
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.fast: FastPath | None = None  # train.cuda_graphs, decided once
+        if wants_fast_path(cfg.train, self.device, self.info.enabled, self.precision, self.model):
+            self.fast = FastPath(self.model, self.task.loss_terms, self.task.fixed_batch, cfg.train, self.device,
+                                 self.precision)
+            self.optimizer = self.fast.optimizer
+        else:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.steps_per_epoch = -(-len(EpochSampler(len(self.task.train_set()), 0, 0, self.info.rank,
                                                    self.info.world_size)) // cfg.train.batch_size)
         scheduled_epochs, tail_factor = cfg.train.epochs, None
         if 0 <= cfg.train.self_critical_after < cfg.train.epochs:  # the schedule spans the cross-entropy epochs
             scheduled_epochs, tail_factor = cfg.train.self_critical_after, cfg.train.scst_lr / cfg.train.lr
-        self.scheduler = make_scheduler(self.optimizer, cfg.train.schedule, cfg.train.warmup_steps,
-                                        self.steps_per_epoch * scheduled_epochs, tail_factor)
-        self.precision = Precision.resolve(cfg.train.amp, self.device)
+        schedule = self.fast.scheduler if self.fast else make_scheduler
+        self.scheduler = schedule(self.optimizer, cfg.train.schedule, cfg.train.warmup_steps,
+                                  self.steps_per_epoch * scheduled_epochs, tail_factor)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.use_scaler else None
         self.train_model: nn.Module = self.model
         if self.info.enabled and cfg.train.self_critical_after >= 0:
@@ -161,6 +151,8 @@ class Run:
         if prefixed(tensors, "encoder"):
             self.model.encoder.load_state_dict(prefixed(tensors, "encoder"), strict=True)
         self.optimizer.load_state_dict(unflatten_state(state["optimizer"], tensors))
+        if self.fast:
+            self.fast.after_load()
         self.scheduler.load_state_dict(unflatten_state(state["scheduler"], tensors))
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(unflatten_state(state["scaler"], tensors))
@@ -200,8 +192,11 @@ class Run:
         # The loader's own generator: starting an iterator otherwise draws its worker seed from the
         # global RNG, so a run resumed mid-epoch would get other dropout masks than the unbroken run.
         generator = torch.Generator().manual_seed(tcfg.seed * 100_003 + self.epoch)
+        fast = self.fast if self.fast and not getattr(self.task, "self_critical", False) else None
         loader = DataLoader(self.task.train_set(), batch_size=tcfg.batch_size, sampler=sampler,
-                            collate_fn=self.task.collate, num_workers=tcfg.num_workers, generator=generator)
+                            collate_fn=fast.collate(self.task.collate) if fast else self.task.collate,
+                            num_workers=tcfg.num_workers, generator=generator,
+                            pin_memory=bool(fast) and self.device.type == "cuda")
         bar = tqdm(total=len(loader), desc=f"epoch {self.epoch + 1}/{tcfg.epochs}", unit="batch",
                    disable=self.quiet or not self.info.is_main, file=sys.stderr, leave=False)
         start_step = self.step_in_epoch
@@ -209,10 +204,15 @@ class Run:
         def on_step(step: int, _: dict) -> None:
             self.step_in_epoch, self.global_step = start_step + step, self.global_step + 1
             if tcfg.checkpoint_every and self.global_step % tcfg.checkpoint_every == 0:
+                if fast:
+                    fast.guard()  # never a checkpoint after a skipped non-finite step
                 self._save("last", with_state=True)
 
-        stats = train_one_epoch(self.train_model, loader, self.task.loss, self.optimizer, self.scheduler,
-                                self.device, self.precision, tcfg.grad_clip, self.scaler, on_step, bar)
+        if fast:
+            stats = fast.epoch(self.train_model, loader, self.scheduler, on_step, bar)
+        else:
+            stats = train_one_epoch(self.train_model, loader, self.task.loss, self.optimizer, self.scheduler,
+                                    self.device, self.precision, tcfg.grad_clip, self.scaler, on_step, bar)
         bar.close()
         val = self.task.validate(self.model, self.info)
         self.epoch, self.step_in_epoch = self.epoch + 1, 0

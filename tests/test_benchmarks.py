@@ -91,3 +91,27 @@ def test_gpu_epoch_graphed_smoke_run_pads_batches_to_fixed_shapes(tmp_path) -> N
               for b in gpu_epoch.batches(features, captions, lengths, 5, 32, torch.device("cpu"), g, 4)}
     assert {v for v, _ in shapes} == {(8, 4, 8)}  # ceil(32 / 5) + 1 image rows, always
     assert all(L % 4 == 0 or L == captions.shape[1] for _, L in shapes)
+
+
+def test_gpu_train_check_smoke_run_on_cpu(tmp_path) -> None:
+    """``benchmarks.gpu_train_check --tiny``: the synthetic data in mmapp's formats, ``mmapp train caption``
+    and ``mmapp train vqa`` through the fast path (its eager steps on a CPU) and VQA's eager path,
+    each for one epoch. (The benchmark step is ``gpu_epoch --tiny``, tested above.)"""
+    import numpy as np
+
+    from benchmarks import gpu_train_check
+    from mmapp.data.feature_cache import FeatureCache
+
+    out = tmp_path / "check.json"
+    assert gpu_train_check.main(["--tiny", "--work", str(tmp_path / "work"), "--out", str(out), "--skip", "bench"]) == 0
+    result = json.loads(out.read_text())
+    cache = FeatureCache.open(tmp_path / "work" / "data" / "features")  # mmapp's own reader accepts it
+    assert len(cache) == result["images"] == 40 and cache.array.dtype == np.float16
+    assert isinstance(cache.array, np.memmap) and np.isfinite(cache.array).all()
+    caption, vqa, eager = result["caption"], result["vqa"], result["vqa_eager"]
+    assert caption["cuda_graphs"] == vqa["cuda_graphs"] == "on" and eager["cuda_graphs"] == "off"
+    assert caption["steps"] == math.ceil(30 / 4) and caption["eager_steps"] == caption["steps"]  # nothing captured
+    assert vqa["graphs"] == 0 and eager["graphs"] is None and vqa["steps"] == eager["steps"] == 5
+    assert all(math.isfinite(r["loss"]) and r["epoch_seconds"] > 0 for r in (caption, vqa, eager))
+    assert result["padding"]["vs_shrink"] >= result["padding"]["vs_unpadded"] >= 1.0
+    assert result["vqa_speedup"] > 0 and "caption_vs_benchmark" not in result  # the benchmark was skipped

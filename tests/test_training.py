@@ -216,6 +216,87 @@ def test_resume_mid_epoch_ends_on_identical_weights(tmp_path, coco_cache, monkey
     assert [r["val"] for r in history(tmp_path / "a")] == [r["val"] for r in history(tmp_path / "b")]
 
 
+@pytest.mark.parametrize("cuda_graphs", ["on", "off"])
+@pytest.mark.parametrize("task", ["caption", "vqa"])
+def test_resume_mid_epoch_is_exact_with_the_fast_path_on_and_off(tmp_path, coco_cache, monkeypatch, task, cuda_graphs):
+    """``train.cuda_graphs=on`` on the CPU runs the fast path's steps eagerly (padded fixed-shape batches,
+    tensor learning-rate schedule, fused Adam): its mid-epoch checkpoint resumes exactly, as the eager one does."""
+    from mmapp.trainer import Run
+
+    make_args = caption_args if task == "caption" else vqa_args
+    # 3 training images in batches of 2: 2 steps an epoch (the second one short); stop after step 3
+    args = ("train.epochs=3", "train.batch_size=2", "train.deterministic=true", "train.lr=3e-3",
+            f"train.cuda_graphs={cuda_graphs}", "train.warmup_steps=2")
+    assert main(make_args(tmp_path / "a", coco_cache, *args)) == 0
+    original = Run._save
+
+    def interrupted_after_step_3(self, name, with_state):
+        original(self, name, with_state)
+        if name == "last" and self.global_step == 3 and self.step_in_epoch == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Run, "_save", interrupted_after_step_3)
+        assert main(make_args(tmp_path / "b", coco_cache, *args, "train.checkpoint_every=1")) == 130
+    _, meta = read_checkpoint(tmp_path / "b" / "last.safetensors")
+    loop = meta["train_state"]["loop"]
+    assert (loop["epoch"], loop["step_in_epoch"], loop["global_step"]) == (1, 1, 3)
+    assert dict(meta["train_state"]["scheduler"]["__dict__"])["last_epoch"] == 3  # both schedules count steps alike
+    assert main(["train", task, "--resume", str(tmp_path / "b"), "--quiet"]) == 0
+
+    assert_same_weights(tmp_path / "a" / "last.safetensors", tmp_path / "b" / "last.safetensors")
+    a, b = history(tmp_path / "a"), history(tmp_path / "b")
+    assert [r["val"] for r in a] == [r["val"] for r in b] and [r["lr"] for r in a] == [r["lr"] for r in b]
+    assert ("graphs" in a[0]["train"]) == (cuda_graphs == "on")  # the fast path ran (eagerly: 0 graphs on a CPU)
+
+
+@pytest.mark.parametrize("nan_at_call", [1, 3])
+def test_a_non_finite_loss_on_the_fast_path_stops_without_checkpoint(tmp_path, coco_cache, monkeypatch, capsys,
+                                                                     nan_at_call):
+    import mmapp.tasks.caption as caption_task
+
+    calls = []
+    real_terms = caption_task.caption_loss_terms
+
+    def terms_that_go_nan(*a, **kw):
+        loss, terms = real_terms(*a, **kw)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == nan_at_call else loss), terms
+
+    monkeypatch.setattr(caption_task, "caption_loss_terms", terms_that_go_nan)
+    run = tmp_path / "nan"
+    rc = main(caption_args(run, coco_cache, "train.epochs=3", "train.checkpoint_every=1", "train.cuda_graphs=on"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 3 and len(calls) == nan_at_call, err
+    assert err.startswith("mmapp train: error: epoch") and "became non-finite" in err and "\n" not in err
+    if nan_at_call == 1:
+        assert not [p.name for p in run.iterdir() if "safetensors" in p.name]
+    else:  # the last checkpoint is the state after the step before, never the skipped one
+        tensors, meta = read_checkpoint(run / "last.safetensors")
+        assert meta["train_state"]["loop"]["global_step"] == nan_at_call - 1
+        assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
+def test_a_non_finite_loss_on_the_fast_path_writes_no_checkpoint_of_its_epoch(tmp_path, coco_cache, monkeypatch):
+    """Without mid-epoch checkpoints the check at the epoch's end stops the run before its checkpoint."""
+    import mmapp.tasks.vqa as vqa_task
+
+    real_terms = vqa_task.vqa_loss_terms
+    calls = []
+
+    def terms_that_go_inf(*a, **kw):
+        loss, terms = real_terms(*a, **kw)
+        calls.append(1)
+        return (loss + float("inf") if len(calls) == 3 else loss), terms
+
+    monkeypatch.setattr(vqa_task, "vqa_loss_terms", terms_that_go_inf)
+    run = tmp_path / "inf"
+    # 2 steps an epoch: epoch 1 is finite and checkpointed, epoch 2's first step is not
+    assert main(vqa_args(run, coco_cache, "train.epochs=3", "train.batch_size=2", "train.cuda_graphs=on")) == 3
+    _, meta = read_checkpoint(run / "last.safetensors")
+    assert meta["train_state"]["loop"]["epoch"] == 1 and len(history(run)) == 1
+
+
 @pytest.mark.slow
 def test_sigkill_leaves_a_loadable_checkpoint_and_resume_completes(tmp_path, coco_cache):
     run = tmp_path / "killed"

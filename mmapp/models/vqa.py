@@ -71,12 +71,20 @@ class QuestionEncoder(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.rnn = rnns[cell](embed_dim, hidden_dim, batch_first=True)
 
-    def forward(self, questions: Tensor, lengths: Tensor) -> Tensor:
-        """questions (B, L) padded with 0, lengths (B,) >= 1 -> question vector (B, Q)."""
+    def forward(self, questions: Tensor, lengths: Tensor, packed: bool = True) -> Tensor:
+        """questions (B, L) padded with 0, lengths (B,) >= 1 -> question vector (B, Q).
+
+        ``packed=False`` runs every row through all L words and reads each row's output at its last
+        word: the same vector (the recurrence is causal), without copying ``lengths`` to the host
+        (what a CUDA graph needs, ``mmapp.speed``)."""
         embedded = torch.tanh(self.embedding(questions))  # (B, L, E)
-        packed = pack_padded_sequence(embedded, lengths.clamp(min=1).cpu(), batch_first=True,
-                                      enforce_sorted=False)
-        _, hidden = self.rnn(packed)
+        if not packed:
+            outputs, _ = self.rnn(embedded)  # (B, L, Q)
+            last = (lengths.clamp(min=1) - 1).view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])  # (B, 1, Q)
+            return outputs.gather(1, last).squeeze(1)  # (B, Q)
+        sequences = pack_padded_sequence(embedded, lengths.clamp(min=1).cpu(), batch_first=True,
+                                         enforce_sorted=False)
+        _, hidden = self.rnn(sequences)
         h = hidden[0] if isinstance(hidden, tuple) else hidden  # (layers, B, Q)
         return h[-1]
 
@@ -148,6 +156,9 @@ class VQANet(nn.Module):
         if cfg.vocab_size < 5 or cfg.num_answers < 2:
             raise ValueError("vqa.vocab_size and vqa.num_answers must be set")
         self.cfg = cfg
+        # True (``mmapp.speed.fixed_shapes.use_static_shapes``): nothing in ``forward`` waits for the
+        # device (questions not packed, grids gathered per question), as a CUDA graph needs
+        self.static_shapes = False
         self.question_encoder = QuestionEncoder(cfg.vocab_size, cfg.embed_dim, cfg.question_dim, cfg.cell)
         feature_dim = cfg.encoder_dim + (2 if cfg.coords else 0)
         self.norm = nn.LayerNorm(cfg.encoder_dim) if cfg.feature_norm == "layer" else None
@@ -184,7 +195,7 @@ class VQANet(nn.Module):
         features = self.norm(features) if self.norm is not None else F.normalize(features, dim=-1)
         if self.cfg.coords:
             features = torch.cat([features, cell_coordinates(features)], dim=-1)  # (B or I, P, D + 2)
-        question = self.question_encoder(questions, lengths)  # (B, Q)
+        question = self.question_encoder(questions, lengths, packed=not self.static_shapes)  # (B, Q)
         if self.count_head is not None:
             logits, joint = self.attention(features, question, image_index, with_joint=True)  # (B, G, P), (B, P, A)
             count_map = self.count_head(joint)  # (B, P): where the asked-about objects are
@@ -195,6 +206,8 @@ class VQANet(nn.Module):
         attention = logits.softmax(dim=-1)
         if image_index is None:
             glimpses = torch.bmm(attention, features).flatten(1)  # (B, G*D)
+        elif self.static_shapes:  # attend_per_image's blocks need the largest count on the host
+            glimpses = torch.bmm(attention, features.index_select(0, image_index)).flatten(1)  # (B, G*D)
         else:
             glimpses = attend_per_image(attention, features, image_index).flatten(1)  # (B, G*D)
         if self.cfg.count:

@@ -10,7 +10,7 @@ What a captured step needs, and how it is given here:
 
 * fixed shapes: one graph per batch shape (``key``); shapes seen fewer than ``warmup`` times run
   eagerly, so a rare shape (an epoch's short last batch) never pays a capture. Callers pad batches to
-  a few shapes (e.g. caption lengths rounded up to a bucket; see ``benchmarks/gpu_epoch.py``);
+  a few shapes (``mmapp.speed.fixed_shapes``: caption lengths rounded up to a bucket and so on);
 * no host synchronisation: the loss function returns its terms as tensors (``caption_loss_terms``) and
   the decoder runs every row through every step (``use_training_path(decoder, "static")``);
 * an optimizer that keeps its state on the device: ``torch.optim.Adam(..., fused=True)`` (with
@@ -145,6 +145,8 @@ def train_graphed_epoch(model: nn.Module, batches: Iterable[Any], graphed: Graph
     clipping): the steps run without waiting for the device, losses are summed there, ``on_step`` gets
     ``{"loss": None}``, and the progress bar's loss and the non-finite check are read every
     ``check_every`` steps (a non-finite step never updates the weights, see the module docstring).
+    ``batches`` yields dicts of tensors, or ``(dict, count)`` where padding rows make the loss
+    function's count (a shape) larger than the batch's real items (``mmapp.speed.fixed_shapes``).
     Returns what ``train_one_epoch`` returns; raises ``NonFiniteLossError`` as it does.
     """
     model.train()
@@ -165,7 +167,11 @@ def train_graphed_epoch(model: nn.Module, batches: Iterable[Any], graphed: Graph
         return float(loss_sum) / max(items, 1)
 
     for step, batch in enumerate(batches, start=1):
+        real = None
+        if isinstance(batch, tuple):  # (padded batch, its real items): a captured count is the padded one
+            batch, real = batch
         loss, terms, count = graphed(to_device(batch, device))
+        count = count if real is None else real
         loss_sum.add_(loss, alpha=count)
         for k, v in terms.items():
             totals[k] = totals[k].add_(v, alpha=count) if k in totals else v * count

@@ -17,11 +17,12 @@ from mmapp.data.collate import collate_caption_eval, collate_captions
 from mmapp.data.grouped import ByImage, collate_by_image
 from mmapp.data.mentions import load_scene_objects, present_keys
 from mmapp.distributed import DistInfo, gather
-from mmapp.losses import attention_grounding_loss, caption_loss
+from mmapp.losses import attention_grounding_loss, attention_grounding_loss_terms, caption_loss, caption_loss_terms
 from mmapp.metrics.caption_metrics import score_captions
 from mmapp.models.caption_decoder import build_caption_decoder
 from mmapp.models.decoding import beam_search
 from mmapp.run_config import RunConfig
+from mmapp.speed.fixed_shapes import pad_caption_batch
 from mmapp.tasks.common import EncodedHead, batched, encoder_and_inputs, ood_from_cache, shard
 from mmapp.tasks.self_critical import CaptionReward, self_critical_loss
 from mmapp.vocab import tokenize
@@ -72,15 +73,27 @@ class CaptionTask:
     def loss(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float], int]:
         if self.self_critical:
             return self._self_critical_loss(model, batch)
+        return self._loss(model, batch, caption_loss, attention_grounding_loss)
+
+    def loss_terms(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, Tensor], int]:
+        """The cross-entropy ``loss`` with its terms left on the device (the fast path's steps)."""
+        return self._loss(model, batch, caption_loss_terms, attention_grounding_loss_terms)
+
+    def _loss(self, model: nn.Module, batch: dict, caption_fn: Any, ground_fn: Any) -> tuple[Tensor, dict, int]:
         captions = batch["captions"]  # (B, T + 1): <start> w1 .. wn <end> <pad>..
         logits, alphas = model(batch["visual"], captions[:, :-1], batch["image_index"])  # (B, T, V), (B, T, P)
-        loss, stats = caption_loss(logits, alphas, captions[:, 1:], self.vocab.pad_id,
-                                   self.cfg.train.attention_weight)
+        loss, stats = caption_fn(logits, alphas, captions[:, 1:], self.vocab.pad_id, self.cfg.train.attention_weight)
         if "regions" in batch:
-            ground, ground_stats = attention_grounding_loss(alphas, batch["regions"])
+            ground, ground_stats = ground_fn(alphas, batch["regions"])
             loss = loss + self.cfg.train.grounding_weight * ground
             stats.update(ground_stats)
         return loss, stats, captions.shape[0]
+
+    def fixed_batch(self, batch: dict) -> tuple[dict[str, Tensor], int]:
+        """A collated batch padded to the fast path's fixed shapes, and its real caption count."""
+        t = self.cfg.train
+        return pad_caption_batch(batch, t.batch_size, t.row_bucket, t.length_bucket, self.cfg.data.max_caption_len + 2,
+                                 self.vocab.pad_id), batch["captions"].shape[0]
 
     def _self_critical_loss(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float], int]:
         visual = batch["visual"]  # (I, ...) one row per image

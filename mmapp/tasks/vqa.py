@@ -18,10 +18,11 @@ from mmapp.data.grouped import ByImage, collate_by_image
 from mmapp.data.vqa_regions import glimpse_regions
 from mmapp.data.vqa_v2 import VQADataset, build_answer_vocab, build_question_vocab, load_vqa
 from mmapp.distributed import DistInfo, gather
-from mmapp.losses import attention_grounding_loss, count_map_loss, vqa_loss
+from mmapp.losses import attention_grounding_loss_terms, count_map_loss_terms, floats, vqa_loss_terms
 from mmapp.metrics.vqa_accuracy import accuracy_for
 from mmapp.models.vqa import VQANet
 from mmapp.run_config import RunConfig
+from mmapp.speed.fixed_shapes import pad_vqa_batch
 from mmapp.tasks.common import EncodedHead, batched, encoder_and_inputs, ood_from_cache, shard
 
 
@@ -74,18 +75,30 @@ class VQATask:
         return collate_by_image(groups, self._collate)
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float], int]:
+        loss, terms, count = self.loss_terms(model, batch)
+        return loss, floats(terms), count
+
+    def loss_terms(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, Tensor], int]:
+        """``loss`` with its terms left on the device (the fast path's steps; ``rows`` (B,) in a padded
+        batch names its real questions)."""
         logits, attention, count_map = model(batch["visual"], batch["questions"], batch["lengths"],
                                              batch["image_index"], True)  # (B, N), (B, G, P), (B, P)
-        loss, stats = vqa_loss(logits, batch["targets"])
+        loss, stats = vqa_loss_terms(logits, batch["targets"])
         if "regions" in batch:
-            ground, ground_stats = attention_grounding_loss(attention, batch["regions"])
+            ground, ground_stats = attention_grounding_loss_terms(attention, batch["regions"])
             loss = loss + self.cfg.train.grounding_weight * ground
             stats.update(ground_stats)
         if "centres" in batch:
-            centres, centre_stats = count_map_loss(count_map, batch["centres"])
+            centres, centre_stats = count_map_loss_terms(count_map, batch["centres"], batch.get("rows"))
             loss = loss + self.cfg.train.grounding_weight * centres
             stats.update(centre_stats)
         return loss, stats, logits.shape[0]
+
+    def fixed_batch(self, batch: dict) -> tuple[dict[str, Tensor], int]:
+        """A collated batch padded to the fast path's fixed shapes, and its real question count."""
+        t = self.cfg.train
+        return (pad_vqa_batch(batch, t.batch_size, t.row_bucket, t.length_bucket, self.cfg.data.max_question_len),
+                batch["questions"].shape[0])
 
     @torch.no_grad()
     def predict(self, model: EncodedHead, indices: list[int]) -> list[tuple[int, str, float, str]]:
