@@ -75,9 +75,9 @@ def run_groups(groups: list[str], sizes: Sizes, work: Path, log) -> tuple[list[F
 
     def e2e() -> list[Figure]:
         out = encoding.end_to_end(sizes, encoding.tutorial_size_captioner(work, sizes),
-                                  "issue's decoder sizes, 7x7 grid")
+                                  "issue's decoder sizes, 7x7 grid", target_ms=35.0)
         cap, _, kind = serving.default_or_stand_in(work / "checkpoints")
-        return out + encoding.end_to_end(sizes, cap, f"app's default captioner ({kind}), 14x14 grid")
+        return out + encoding.end_to_end(sizes, cap, f"app's default captioner ({kind}), 14x14 grid", target_ms=25.0)
 
     group("e2e", e2e)
     group("vqa", lambda: vqa.run(sizes))
