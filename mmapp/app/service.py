@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -67,9 +68,11 @@ class AppService:
     """The captioner and the VQA model behind two ``MicroBatcher``s, plus what the app shows about them."""
 
     def __init__(self, captioner: Captioner, vqa: VQAModel, max_batch_size: int = 8,
-                 checkpoints: Mapping[str, str | Path] | None = None, model_threads: int = 1) -> None:
+                 checkpoints: Mapping[str, str | Path] | None = None, model_threads: int = 1,
+                 batch_threads: int | None = None) -> None:
         self.captioner, self.vqa = captioner, vqa
         self.model_threads = model_threads
+        self.batch_threads = batch_threads or os.cpu_count() or 1
         self.checkpoints = {k: Path(v) for k, v in (checkpoints or {}).items()}
         self.captions = MicroBatcher(self._caption_batch, max_batch_size, "caption-batcher")
         self.answers = MicroBatcher(self._answer_batch, max_batch_size, "answer-batcher")
@@ -94,18 +97,23 @@ class AppService:
         self.captions.close()
         self.answers.close()
 
-    def _threads(self) -> None:
-        """In a batcher's thread: run its model calls on ``model_threads`` torch threads (OpenMP's count is
-        per calling thread). On the 2-core machine, torch called from a thread other than the main one
-        ran a caption 2x slower with 2 intra-op threads than with 1 (docs/benchmarks.md, "The served
-        app"); with 1, the other core is left to the requests' decoding, resizing and HTTP."""
-        if torch.get_num_threads() != self.model_threads:
-            torch.set_num_threads(self.model_threads)
+    def _threads(self, images: int = 1) -> None:
+        """In a batcher's thread, before a model call: how many torch threads it runs on (OpenMP's count
+        is per calling thread). On the 2-core machine, torch called from a thread other than the main
+        one ran a one-image caption 2x slower on 2 intra-op threads than on 1 (its many small
+        operations), while the encoder over a batch gained from 2 (docs/benchmarks.md, "The served
+        app"): so ``model_threads`` for a single image and for the decoders, ``batch_threads`` for
+        the encoder over several images. With 1, the other core is left to the requests' decoding,
+        resizing and HTTP."""
+        wanted = self.batch_threads if images > 1 else self.model_threads
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
 
     # Items are (encoder input (3, S, S) from ``prepare``, the image's (width, height), beam or question).
     def _caption_batch(self, items: Sequence[tuple[Tensor, tuple[int, int], int]]) -> list[CaptionResult]:
-        self._threads()
+        self._threads(len(items))
         features = self.captioner.encode_prepared(torch.stack([pixels for pixels, _, _ in items]))  # (B, P, D)
+        self._threads()
         sizes = [size for _, size, _ in items]
         rows_by_beam: dict[int, list[int]] = defaultdict(list)
         for row, (_, _, beam) in enumerate(items):
@@ -118,8 +126,9 @@ class AppService:
         return outputs
 
     def _answer_batch(self, items: Sequence[tuple[Tensor, tuple[int, int], str]]) -> list[AnswerResult]:
-        self._threads()
+        self._threads(len(items))
         features = self.vqa.encode_prepared(torch.stack([pixels for pixels, _, _ in items]))  # (B, P, D)
+        self._threads()
         return self.vqa.answer_results(features, [question for _, _, question in items],
                                        [size for _, size, _ in items], MAX_TOP_K)
 
