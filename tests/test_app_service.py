@@ -183,7 +183,7 @@ def test_batched_answers_equal_one_by_one(models, scenes):
     service = AppService(captioner, vqa, checkpoints=paths)
     questions = ["what color is the circle?", "how many objects are there?", "is there a red square?",
                  "what shape is the blue object?"]
-    batched = service._answer_batch(list(zip(scenes, questions)))
+    batched = service._answer_batch([(s, q, 5) for s, q in zip(scenes, questions)])  # (image, question, top-k)
     for image, question, out in zip(scenes, questions, batched):
         (single,) = vqa.answer(image, question)
         out.answers = out.answers[:5]

@@ -82,7 +82,8 @@ class AppService:
         """One decoded image and a question -> top answers, attention (H, W), domain verdict, warnings."""
         top_k = check_top_k(top_k)
         question, question_warnings = self.vqa.check_question(question)
-        result = self.answers.submit((image, question))
+        # a classifier's top answers do not depend on how many are kept; a generative head's beam does
+        result = self.answers.submit((image, question, top_k if self.vqa.generate else MAX_TOP_K))
         return dataclasses.replace(result, answers=result.answers[:top_k],
                                    warnings=[*warnings, *question_warnings, *result.warnings])
 
@@ -102,9 +103,18 @@ class AppService:
                 outputs[row] = result
         return outputs
 
-    def _answer_batch(self, items: Sequence[tuple[Image.Image, str]]) -> list[AnswerResult]:
-        features, sizes = self.vqa.encode([image for image, _ in items])  # (B, P, D)
-        return self.vqa.answer_results(features, [question for _, question in items], sizes, MAX_TOP_K)
+    def _answer_batch(self, items: Sequence[tuple[Image.Image, str, int]]) -> list[AnswerResult]:
+        features, sizes = self.vqa.encode([image for image, _, _ in items])  # (B, P, D)
+        rows_by_k: dict[int, list[int]] = defaultdict(list)
+        for row, (_, _, top_k) in enumerate(items):
+            rows_by_k[top_k].append(row)
+        outputs: list[Any] = [None] * len(items)
+        for top_k, rows in rows_by_k.items():
+            results = self.vqa.answer_results(features[rows], [items[r][1] for r in rows], [sizes[r] for r in rows],
+                                              top_k)
+            for row, result in zip(rows, results):
+                outputs[row] = result
+        return outputs
 
 
 def describe_models(service: AppService) -> str:

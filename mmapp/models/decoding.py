@@ -148,8 +148,19 @@ def beam_search(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_l
     ``max_len`` counts words before ``<end>``; a beam that reaches it without ``<end>`` is still a
     valid caption. ``length_penalty`` alpha ranks beams by score / length**alpha (0: raw score).
     """
+    return beam_search_n_best(decoder, features, beam_size, max_len, start_id, end_id, pad_id, length_penalty)[0]
+
+
+@torch.no_grad()
+def beam_search_n_best(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_len: int, start_id: int,
+                       end_id: int, pad_id: int = 0, length_penalty: float = 0.0,
+                       n_best: int = 1) -> list[Decoded]:
+    """``beam_search`` keeping the ``n_best`` (<= K) final beams: a list, best first, of ``Decoded``
+    (B rows each), e.g. a generated answer's top-k."""
     if beam_size < 1:
         raise ValueError("beam_size must be >= 1")
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be in 1..beam_size ({beam_size}), got {n_best}")
     B, P, K = features.shape[0], features.shape[1], beam_size
     device = features.device
     memory = _expand(decoder.prepare(features), K)
@@ -190,10 +201,14 @@ def beam_search(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_l
             break
 
     ranking = scores / lengths.clamp(min=1).float().pow(length_penalty) if length_penalty else scores
-    best = ranking.argmax(dim=-1)  # (B,)
+    order = ranking.argsort(dim=-1, descending=True, stable=True)[:, :n_best]  # (B, n): best first
     pick = torch.arange(B, device=device)
-    seqs, alphas = _trace_back(history, best)
-    return Decoded(tokens=seqs, lengths=lengths[pick, best], scores=ranking[pick, best], attention=alphas)
+    out = []
+    for j in range(order.shape[1]):
+        beam = order[:, j]  # (B,)
+        seqs, alphas = _trace_back(history, beam)
+        out.append(Decoded(tokens=seqs, lengths=lengths[pick, beam], scores=ranking[pick, beam], attention=alphas))
+    return out
 
 
 def _trace_back(history: list[tuple[Tensor, Tensor, Tensor, Tensor]], beam: Tensor) -> tuple[Tensor, Tensor]:

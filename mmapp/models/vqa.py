@@ -71,12 +71,17 @@ class QuestionEncoder(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.rnn = rnns[cell](embed_dim, hidden_dim, batch_first=True)
 
-    def forward(self, questions: Tensor, lengths: Tensor) -> Tensor:
-        """questions (B, L) padded with 0, lengths (B,) >= 1 -> question vector (B, Q)."""
+    def forward(self, questions: Tensor, lengths: Tensor, initial: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """questions (B, L) padded with 0, lengths (B,) >= 1, optional first state (h0, c0) (B, Q) each
+        (``vqa.image_first``; c0 unused by GRU / RNN cells) -> question vector (B, Q)."""
         embedded = torch.tanh(self.embedding(questions))  # (B, L, E)
         packed = pack_padded_sequence(embedded, lengths.clamp(min=1).cpu(), batch_first=True,
                                       enforce_sorted=False)
-        _, hidden = self.rnn(packed)
+        hx = None
+        if initial is not None:  # in batch order: the packed LSTM permutes hx itself
+            h0, c0 = (t.unsqueeze(0).contiguous() for t in initial)  # (1, B, Q)
+            hx = (h0, c0) if isinstance(self.rnn, nn.LSTM) else h0
+        _, hidden = self.rnn(packed, hx)
         h = hidden[0] if isinstance(hidden, tuple) else hidden  # (layers, B, Q)
         return h[-1]
 
@@ -145,10 +150,12 @@ class VQANet(nn.Module):
 
     def __init__(self, cfg: VQAConfig) -> None:
         super().__init__()
-        if cfg.vocab_size < 5 or cfg.num_answers < 2:
+        if cfg.vocab_size < 5 or (cfg.head == "classify" and cfg.num_answers < 2):
             raise ValueError("vqa.vocab_size and vqa.num_answers must be set")
         self.cfg = cfg
         self.question_encoder = QuestionEncoder(cfg.vocab_size, cfg.embed_dim, cfg.question_dim, cfg.cell)
+        # image_first: the question LSTM's (h0, c0) from the mean-pooled normalised grid
+        self.image_init = nn.Linear(cfg.encoder_dim, 2 * cfg.question_dim) if cfg.image_first else None
         feature_dim = cfg.encoder_dim + (2 if cfg.coords else 0)
         self.norm = nn.LayerNorm(cfg.encoder_dim) if cfg.feature_norm == "layer" else None
         self.attention = GlimpseAttention(feature_dim, cfg.question_dim, cfg.attention_dim, cfg.glimpses,
@@ -173,18 +180,40 @@ class VQANet(nn.Module):
         if cfg.count_map and not cfg.count_context:
             with torch.no_grad():  # start near a count of zero (sigmoid(-4) = 0.018 per cell), not P / 2
                 self.attention.score.bias[-1] = -4.0
-        self.classifier = nn.Sequential(nn.Linear(fused_dim, cfg.hidden_dim), nn.ReLU(),
-                                        nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_dim, cfg.num_answers))
+        self.fused_dim = fused_dim
+        if cfg.head == "classify":  # generate: models/answer_decoder.py writes the answer from ``fused``
+            self.classifier = nn.Sequential(nn.Linear(fused_dim, cfg.hidden_dim), nn.ReLU(),
+                                            nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_dim, cfg.num_answers))
 
     def forward(self, features: Tensor, questions: Tensor, lengths: Tensor,
                 image_index: Tensor | None = None, with_count_map: bool = False):
         """features (B, P, D) (or (I, P, D) for I images with ``image_index`` (B,) naming each
         question's image), questions (B, L), lengths (B,) -> logits (B, N), attention (B, G, P),
         and with ``with_count_map`` the count map's logits (B, P) (``vqa.count_map``; None without)."""
+        _, fused, attention, count_map = self.encode(features, questions, lengths, image_index)
+        if with_count_map:
+            return self.classifier(fused), attention, count_map
+        return self.classifier(fused), attention
+
+    def question_start(self, features: Tensor, image_index: Tensor | None) -> tuple[Tensor, Tensor] | None:
+        """Normalised features (B or I, P, D) -> the question LSTM's (h0, c0) (B, Q) each with
+        ``vqa.image_first``, else None."""
+        if self.image_init is None:
+            return None
+        pooled = features.mean(dim=1)  # (B or I, D)
+        if image_index is not None:
+            pooled = pooled.index_select(0, image_index)  # (B, D)
+        h0, c0 = self.image_init(pooled).chunk(2, dim=-1)  # (B, Q) x2
+        return torch.tanh(h0), c0
+
+    def encode(self, features: Tensor, questions: Tensor, lengths: Tensor, image_index: Tensor | None = None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """What both heads read (inputs as ``forward``) -> normalised features (B or I, P, D'), the
+        fused image + question (B, F), glimpse attention (B, G, P), count-map logits (B, P) or None."""
         features = self.norm(features) if self.norm is not None else F.normalize(features, dim=-1)
+        question = self.question_encoder(questions, lengths, self.question_start(features, image_index))  # (B, Q)
         if self.cfg.coords:
             features = torch.cat([features, cell_coordinates(features)], dim=-1)  # (B or I, P, D + 2)
-        question = self.question_encoder(questions, lengths)  # (B, Q)
         if self.count_head is not None:
             logits, joint = self.attention(features, question, image_index, with_joint=True)  # (B, G, P), (B, P, A)
             count_map = self.count_head(joint)  # (B, P): where the asked-about objects are
@@ -213,6 +242,4 @@ class VQANet(nn.Module):
         if count_map is not None:
             count = torch.sigmoid(count_map).sum(dim=-1)  # (B,)
             fused = torch.cat([fused, soft_count_bins(count, self.cfg.count_map)], dim=-1)  # (B, ... + C + 1)
-        if with_count_map:
-            return self.classifier(fused), attention, count_map
-        return self.classifier(fused), attention
+        return features, fused, attention, count_map
