@@ -134,6 +134,7 @@ class VQAConfig:
     answer_vocab_size: int = 0  # generate: words of the training answers + <pad> <start> <end> <unk>
     answer_embed_dim: int = 128
     answer_hidden_dim: int = 256
+    answer_project_dim: int = 256  # generate: the grid cells the answer decoder reads, projected to this width
     max_answer_len: int = 4  # generate: at most this many words (then <end>) at inference
 
     def __post_init__(self) -> None:

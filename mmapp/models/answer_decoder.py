@@ -28,7 +28,8 @@ def answer_decoder_config(cfg: VQAConfig) -> CaptionDecoderConfig:
     """The answer decoder's config, derived from the VQA config (so checkpoints store one config)."""
     feature_dim = cfg.encoder_dim + (2 if cfg.coords else 0)
     return CaptionDecoderConfig(vocab_size=cfg.answer_vocab_size, encoder_dim=feature_dim,
-                                embed_dim=cfg.answer_embed_dim, attention_dim=cfg.attention_dim,
+                                project_dim=cfg.answer_project_dim, embed_dim=cfg.answer_embed_dim,
+                                attention_dim=cfg.attention_dim,
                                 hidden_dim=cfg.answer_hidden_dim, dropout=cfg.dropout, cell="lstm")
 
 
