@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--classifier-vocab", type=Path, required=True, metavar="CLASSIFY.safetensors")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--latency-questions", type=int, default=100)
+    parser.add_argument("--limit", type=int, default=0, help="only the first N images of each split (a smoke test)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,7 @@ def main() -> None:
     for item in args.test:
         name, folder = item.split("=", 1)
         data = _load_split(Path(folder), "test")
-        splits[name] = (Path(folder), data, sorted(data["images"]))
+        splits[name] = (Path(folder), data, sorted(data["images"])[: args.limit or None])
     report: dict[str, Any] = {"classifier_answers": len(known), "runs": {}}
     grids: dict[str, torch.Tensor] = {}
     for item in args.run:
@@ -128,6 +129,37 @@ def main() -> None:
                   f"({s['outside_questions']}) pointing {s['pointing']} answer-pointing {s['answer_word_pointing']}",
                   flush=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
+    (args.out / "table.md").write_text(markdown(report))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The side-by-side tables of ``docs/vqa_heads.md``."""
+    runs = report["runs"]
+    names = list(runs)
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    splits = list(next(iter(runs.values()))["splits"])
+    for split in splits:
+        rows = [runs[n]["splits"][split] for n in names]
+        lines.append(f"| **{split}**: VQA accuracy (official), {rows[0]['questions']} questions | "
+                     + " | ".join(fmt(r["overall"]) for r in rows) + " |")
+        for t in sorted(rows[0]["per_question_type"]):
+            lines.append(f"| {split}: {t} | " + " | ".join(fmt(r["per_question_type"].get(t)) for r in rows) + " |")
+        lines.append(f"| {split}: answer outside the classifier's {report['classifier_answers']} answers "
+                     f"({rows[0]['outside_questions']} questions): accuracy | "
+                     + " | ".join(fmt(r["outside_accuracy"]) for r in rows) + " |")
+        lines.append(f"| {split}: answers said outside those {report['classifier_answers']} | "
+                     + " | ".join(str(r["said_outside_vocab"]) for r in rows) + " |")
+        lines.append(f"| {split}: pointing game, one-object questions (n={rows[0]['pointing_n']}, chance "
+                     f"{fmt(rows[0]['pointing_chance'])}), glimpses | " + " | ".join(fmt(r["pointing"]) for r in rows) + " |")
+        lines.append(f"| {split}: pointing game, answer words' maps | "
+                     + " | ".join(fmt(r["answer_word_pointing"]) for r in rows) + " |")
+    lines.append("| epochs trained | " + " | ".join(str(runs[n]["epochs"]) for n in names) + " |")
+    lines.append("| answer latency, ms per question, top-1 | "
+                 + " | ".join(f"{runs[n]['latency_ms']['top_1']:.1f}" for n in names) + " |")
+    lines.append("| answer latency, ms per question, top-5 | "
+                 + " | ".join(f"{runs[n]['latency_ms']['top_5']:.1f}" for n in names) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -320,7 +320,7 @@ def run_ask(args: argparse.Namespace) -> int:
                     name = f"{Path(path).stem}.answer.png" if single else f"{Path(path).stem}.q{qid}.png"
                     heatmap_overlay(fit_for_display(image), r.attention).save(args.save_attention / name)
                     if r.tokens:  # a generated answer: one map per answer word too
-                        _save_words(args.save_attention, name[:-4], word_overlays(image, r.tokens, r.word_attention))
+                        _save_words(args.save_attention, name, word_overlays(image, r.tokens, r.word_attention))
             run.done += len(opened)
         run.bar.update(len(chunk))
     if args.format in ("json", "vqa"):
