@@ -24,7 +24,7 @@ from mmapp.config import CaptionDecoderConfig, EncoderConfig, VQAConfig, from_di
 from mmapp.errors import CheckpointError
 from mmapp.models.caption_decoder import build_caption_decoder
 from mmapp.models.encoder import build_encoder
-from mmapp.models.vqa import VQANet
+from mmapp.models.answer_decoder import build_vqa_net
 
 FORMAT = "mmapp"
 FORMAT_VERSION = 1
@@ -178,7 +178,7 @@ def load_head(path: str | Path, kind: str | None = None, device: str | torch.dev
         if found == "captioner":
             head = build_caption_decoder(from_dict(CaptionDecoderConfig, meta["model"]))
         else:
-            head = VQANet(from_dict(VQAConfig, meta["model"]))
+            head = build_vqa_net(from_dict(VQAConfig, meta["model"]))  # either vqa.head
         weights = {k: v.float() if v.is_floating_point() else v for k, v in prefixed(tensors, "model").items()}
         head.load_state_dict(weights, strict=True)
     except (KeyError, ValueError, RuntimeError, TypeError) as e:

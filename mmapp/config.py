@@ -125,8 +125,23 @@ class VQAConfig:
     # > 0: the count map comes from a small convolutional head over the grid (1x1 to that many channels,
     # then two 3x3), so a cell can tell an object's centre from its neighbours; 0: a score per cell
     count_context: int = 0
+    # classify: a classifier over the N top answers; generate: an attention-LSTM writes the answer word
+    # by word (models/answer_decoder.py), from the fused image + question, attending over the grid
+    head: str = "classify"
+    # the question LSTM starts from the image (h0, c0 from the mean-pooled normalised grid) instead of
+    # meeting it only after reading the question
+    image_first: bool = False
+    answer_vocab_size: int = 0  # generate: words of the training answers + <pad> <start> <end> <unk>
+    answer_embed_dim: int = 128
+    answer_hidden_dim: int = 256
+    answer_project_dim: int = 256  # generate: the grid cells the answer decoder reads, projected to this width
+    max_answer_len: int = 4  # generate: at most this many words (then <end>) at inference
 
     def __post_init__(self) -> None:
+        if self.head not in ("classify", "generate"):
+            raise ValueError(f"vqa.head must be 'classify' or 'generate', got {self.head!r}")
+        if self.max_answer_len < 1:
+            raise ValueError("vqa.max_answer_len must be >= 1")
         if self.feature_norm not in ("l2", "layer"):
             raise ValueError(f"vqa.feature_norm must be 'l2' or 'layer', got {self.feature_norm!r}")
         if self.fusion not in ("concat", "mul"):

@@ -30,6 +30,7 @@ from mmapp.config import EncoderConfig, from_dict
 from mmapp.distributed import resolve_device
 from mmapp.errors import CheckpointError, InputError
 from mmapp.images import ImageInput, load_image, preprocess
+from mmapp.models.answer_decoder import write_answers
 from mmapp.models.decoding import beam_search
 from mmapp.ood import DomainCheck, OODStats
 from mmapp.inputs import (CAPTION_LEN, EXAMPLE_QUESTION, MAX_BEAM_SIZE, MAX_CAPTION_LEN, MAX_QUESTION_CHARS,  # noqa: F401
@@ -37,6 +38,7 @@ from mmapp.inputs import (CAPTION_LEN, EXAMPLE_QUESTION, MAX_BEAM_SIZE, MAX_CAPT
 from mmapp.vocab import AnswerVocab, Vocab
 
 DEFAULT_CHECKPOINTS = {"captioner": "captioner.safetensors", "vqa": "vqa.safetensors"}
+ANSWER_BEAM = 3  # a generative VQA head's beam: max(top_k, this), so the best answer is the same for top_k <= 3
 
 
 def default_checkpoint(kind: str) -> Path:
@@ -105,7 +107,9 @@ class CaptionResult(_Result):
 
 @dataclass
 class AnswerResult(_Result):
-    """Top answers with probabilities and the question's attention map (mean over glimpses)."""
+    """Top answers with probabilities and the question's attention map (mean over glimpses); from a
+    generative head (``head`` "generate") also the best answer's words and one (H, W) map per word, and
+    the answers are the beam's best with their sequence probabilities."""
 
     question: str
     answers: list[tuple[str, float]]
@@ -114,14 +118,20 @@ class AnswerResult(_Result):
     image_size: tuple[int, int] = (0, 0)
     domain: DomainCheck | None = None
     warnings: list[str] = field(default_factory=list)
+    head: str = "classify"
+    tokens: list[str] = field(default_factory=list)  # generate: the best answer's words
+    word_attention: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))  # (T, H, W), T = len(tokens)
     model_kind = "VQA model"
 
     def to_json(self, digits: int = 5) -> dict[str, Any]:
-        """The JSON the CLI, the HTTP API and the Gradio API return; attention (H, W), glimpses (G, H, W)."""
+        """The JSON the CLI, the HTTP API and the Gradio API return; attention (H, W), glimpses (G, H, W),
+        word_attention (T, H, W) (empty for a classifier)."""
         return {"question": self.question,
                 "answers": [{"answer": a, "probability": p} for a, p in self.answers],
                 "attention": np.round(self.attention, digits).tolist(),
-                "glimpses": np.round(self.glimpses, digits).tolist(), **self._common_json()}
+                "glimpses": np.round(self.glimpses, digits).tolist(), "head": self.head,
+                "tokens": list(self.tokens), "word_attention": np.round(self.word_attention, digits).tolist(),
+                **self._common_json()}
 
 
 class _ImageModel:
@@ -240,7 +250,10 @@ class VQAModel(_ImageModel):
     def __init__(self, encoder: Any, head: torch.nn.Module, meta: dict, device: torch.device) -> None:
         super().__init__(encoder, head, meta, device)
         self.vocab = Vocab.from_dict(meta["vocab"])
-        self.answer_vocab = AnswerVocab.from_dict(meta["answers"])
+        self.generate = head.cfg.head == "generate"
+        # a classifier's N answers, or a generative head's answer words
+        self.answer_vocab = None if self.generate else AnswerVocab.from_dict(meta["answers"])
+        self.answer_words = Vocab.from_dict(meta["answers"]) if self.generate else None
 
     @property
     def max_question_words(self) -> int:
@@ -294,7 +307,10 @@ class VQAModel(_ImageModel):
     def answer_results(self, features: Tensor, questions: Sequence[str],
                        sizes: Sequence[tuple[int, int]] | None = None, top_k: int = TOP_K,
                        warnings: Sequence[list[str]] | None = None) -> list[AnswerResult]:
-        """features (B, P, D) and B questions -> one ``AnswerResult`` each (top ``top_k`` answers)."""
+        """features (B, P, D) and B questions -> one ``AnswerResult`` each (top ``top_k`` answers; from a
+        generative head the best ``top_k`` of a beam of max(``top_k``, ``ANSWER_BEAM``))."""
+        if self.generate:
+            return self._generated_results(features, questions, sizes, top_k, warnings)
         probs, attention = self.answer_features(features, questions)  # (B, N), (B, G, P)
         checks = self.domain_checks(features)
         H, W = self.grid
@@ -306,4 +322,23 @@ class VQAModel(_ImageModel):
             results.append(AnswerResult(question, ranked, glimpses.mean(axis=0), glimpses,
                                         tuple(sizes[b]) if sizes else (0, 0), checks[b],
                                         list(warnings[b]) if warnings else []))
+        return results
+
+    @torch.inference_mode()
+    def _generated_results(self, features: Tensor, questions: Sequence[str], sizes: Sequence[tuple[int, int]] | None,
+                           top_k: int, warnings: Sequence[list[str]] | None) -> list[AnswerResult]:
+        ids, lengths = self.encode_questions(questions)
+        k = max(1, top_k)
+        beams, attention = write_answers(self.head, features.to(self.device), ids, lengths, max(k, ANSWER_BEAM),
+                                         k)  # k x Decoded, (B, G, P)
+        checks, (H, W) = self.domain_checks(features), self.grid
+        results = []
+        for b, question in enumerate(questions):
+            words = [self.answer_words.decode(d.tokens[b].tolist()) for d in beams]
+            ranked = [(" ".join(w), float(np.exp(float(d.scores[b])))) for w, d in zip(words, beams)]
+            maps = beams[0].attention[b, : len(words[0])].float().cpu().numpy().reshape(len(words[0]), H, W)
+            glimpses = attention[b].float().cpu().numpy().reshape(-1, H, W)  # (G, H, W)
+            results.append(AnswerResult(question, ranked, glimpses.mean(axis=0), glimpses,
+                                        tuple(sizes[b]) if sizes else (0, 0), checks[b],
+                                        list(warnings[b]) if warnings else [], "generate", words[0], maps))
         return results

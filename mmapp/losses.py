@@ -107,3 +107,22 @@ def count_map_loss_terms(count_logits: Tensor, centres: Tensor, rows: Tensor | N
            * weight).sum() / n
     error = ((torch.sigmoid(count_logits.float()).sum(-1) - target.sum(-1)).abs() * weight).sum() / n
     return bce + error, {"count_bce": bce.detach(), "count_error": error.detach()}
+
+
+def answer_sequence_loss(logits: Tensor, targets: Tensor, weights: Tensor, pad_id: int = 0
+                         ) -> tuple[Tensor, dict[str, Tensor]]:
+    """The generative VQA head's soft-target loss: the weighted negative log-likelihood of each
+    question's distinct human answers, as whole word sequences.
+
+    logits (R, T, V), targets (R, T) = ``w1 .. <end> <pad>..`` of R answers, weights (R,): each answer's
+    official soft score min(1, #humans / 3), normalised to sum to 1 over its question's answers. The
+    loss is sum_r w_r * (-log p(answer_r)) / #questions: for one-word answers it is the classifier's
+    soft-target cross-entropy (``vqa_loss``) over whole answers. No attention regulariser: an answer
+    of one or two words should not be pushed to cover the grid.
+    """
+    token_nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=pad_id,
+                                reduction="none").view(targets.shape)  # (R, T)
+    sequence_nll = token_nll.sum(dim=1)  # (R,)
+    questions = weights.sum().clamp(min=1e-12)  # each question's weights sum to 1
+    loss = (weights * sequence_nll).sum() / questions
+    return loss, {"xent": loss.detach()}

@@ -91,44 +91,60 @@ def evaluate(captioner: Captioner, vqa: VQAModel, data_dir: str | Path, split: s
     features = _encode_all(captioner, paths)  # (N, P, D)
     # The two models may read different grids (e.g. 224 joined vs 448 last): encode for each.
     vqa_features = features if vqa.encoder is captioner.encoder else _encode_all(vqa, paths)
-    row = {image_id: r for r, image_id in enumerate(ids)}
 
     cap = caption_figures(captioner, features, data, ids, beam_size, with_meteor=with_meteor)
     captions, word_scores, word_groups = cap["captions"], cap["grounding"], cap["groups"]
     caption_scores, hallucination = cap["scores"], cap["hallucination"]
 
-    # VQA accuracy and question grounding.
+    vqa_out = vqa_figures(vqa, vqa_features, data, ids)
+    accuracy = vqa_out["accuracy"]
+
+    report = {
+        "split": split, "images": len(ids), "questions": len(vqa_out["results"]), "beam_size": beam_size,
+        "captions": {k: v for k, v in caption_scores.overall.items()},
+        "hallucination": {k: hallucination[k] for k in ("chair_i", "chair_s", "num_mentions", "num_hallucinated")},
+        "caption_grounding": summarize_grounding(word_scores, word_groups) if word_scores else None,
+        "vqa": {k: accuracy[k] for k in ("overall", "per_question_type", "per_answer_type")},
+        "vqa_grounding": vqa_out["grounding"],
+        "ood": ood_report(captioner, features),
+        "examples": [{"image_id": i, "caption": captions[i], "references": data["refs"][i][:2]} for i in ids[:5]],
+    }
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    return report
+
+
+def vqa_figures(vqa: VQAModel, features: torch.Tensor, data: dict[str, Any], ids: list[int],
+                batch_size: int = 256) -> dict[str, Any]:
+    """Answer every question about images ``ids`` (their grids ``features`` (N, P, D), in that order;
+    ``data`` as ``_load_split`` returns) and score: ``results`` (official format), ``accuracy``
+    (``vqa_accuracy``: overall, per question type, per question), ``grounding``: the pointing game of
+    the questions about one object, on the glimpses' mean map, and for a generative head
+    ``answer_grounding``: the same on the mean of the answer words' maps."""
+    row = {image_id: r for r, image_id in enumerate(ids)}
     anns = {a["question_id"]: a for a in data["annotations"]["annotations"]}
     questions = [q for q in data["questions"]["questions"] if q["image_id"] in row]
-    results, q_scores, q_groups = [], [], []
-    for s in range(0, len(questions), 256):
-        chunk = questions[s:s + 256]
+    results, q_scores, q_groups, word_scores = [], [], [], []
+    for s in range(0, len(questions), batch_size):
+        chunk = questions[s:s + batch_size]
         rows = torch.tensor([row[q["image_id"]] for q in chunk])
-        answered = vqa.answer_results(vqa_features.index_select(0, rows), [q["question"] for q in chunk], top_k=1)
+        answered = vqa.answer_results(features.index_select(0, rows), [q["question"] for q in chunk], top_k=1)
         for q, r in zip(chunk, answered):
             results.append({"question_id": q["question_id"], "answer": r.answers[0][0]})
             ann = anns[q["question_id"]]
             if len(ann.get("object_ids", [])) == 1:
                 obj = next(o for o in data["objects"][q["image_id"]] if o.id == ann["object_ids"][0])
                 im = data["images"][q["image_id"]]
-                q_scores.append(score_grounding(r.attention, (im["width"], im["height"]), list(obj.bbox)))
+                size = (im["width"], im["height"])
+                q_scores.append(score_grounding(r.attention, size, list(obj.bbox)))
                 q_groups.append(ann["question_type"])
+                if len(r.tokens):
+                    word_scores.append(score_grounding(r.word_attention.mean(axis=0), size, list(obj.bbox)))
     sub_questions = dict(data["questions"], questions=questions)
     sub_annotations = dict(data["annotations"], annotations=[anns[q["question_id"]] for q in questions])
-    accuracy = vqa_accuracy(results, sub_questions, sub_annotations)
-
-    report = {
-        "split": split, "images": len(ids), "questions": len(questions), "beam_size": beam_size,
-        "captions": {k: v for k, v in caption_scores.overall.items()},
-        "hallucination": {k: hallucination[k] for k in ("chair_i", "chair_s", "num_mentions", "num_hallucinated")},
-        "caption_grounding": summarize_grounding(word_scores, word_groups) if word_scores else None,
-        "vqa": {k: accuracy[k] for k in ("overall", "per_question_type", "per_answer_type")},
-        "vqa_grounding": summarize_grounding(q_scores, q_groups) if q_scores else None,
-        "ood": ood_report(captioner, features),
-        "examples": [{"image_id": i, "caption": captions[i], "references": data["refs"][i][:2]} for i in ids[:5]],
-    }
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    return report
+    return {"results": results, "accuracy": vqa_accuracy(results, sub_questions, sub_annotations),
+            "grounding": summarize_grounding(q_scores, q_groups) if q_scores else None,
+            "answer_grounding": (summarize_grounding(word_scores, q_groups)
+                                 if word_scores and len(word_scores) == len(q_scores) else None)}
 
 
 def ood_report(model: Captioner, scene_features: torch.Tensor) -> dict[str, Any] | None:

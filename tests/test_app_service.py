@@ -215,7 +215,7 @@ def test_batched_answers_equal_one_by_one(models, scenes):
     service = AppService(captioner, vqa, checkpoints=paths)
     questions = ["what color is the circle?", "how many objects are there?", "is there a red square?",
                  "what shape is the blue object?"]
-    batched = service._answer_batch([(vqa.prepare(image), image.size, q) for image, q in zip(scenes, questions)])
+    batched = service._answer_batch([(vqa.prepare(image), image.size, q, 5) for image, q in zip(scenes, questions)])
     for image, question, out in zip(scenes, questions, batched):
         (single,) = vqa.answer(image, question)
         out.answers = out.answers[:5]

@@ -173,28 +173,28 @@ def test_batched_beam_search_equals_one_image_at_a_time() -> None:
             assert torch.allclose(batched.attention[b, :n], alone.attention[0, :n], atol=1e-5)
 
 
-def test_stopping_once_the_best_beam_ended_changes_no_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The early stop (every image's best beam has ended) against running until every beam has ended.
+def test_stopping_once_the_kept_beams_ended_changes_no_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The early stop (every image's n best beams have ended) against running until every beam has ended.
     import mmapp.models.decoding as decoding
 
     steps = {"early": 0, "full": 0}
     for seed in range(4):
         decoder = EndAfterWords(seed)
         features = features_for(seed, 6)
-        for k in (2, 3, 5):
+        for k, n_best in ((2, 1), (3, 1), (5, 1), (3, 2), (5, 3)):
+            found = {}
             for rule in ("early", "full"):
                 if rule == "full":
-                    monkeypatch.setattr(decoding, "_settled", lambda scores, finished, _: bool(finished.all()))
-                decoded = beam_search(decoder, features, k, 12, START, END)
-                steps[rule] += decoded.tokens.shape[1]
+                    monkeypatch.setattr(decoding, "_settled", lambda scores, finished, *_: bool(finished.all()))
+                found[rule] = decoding.beam_search_n_best(decoder, features, k, 12, START, END, n_best=n_best)
+                steps[rule] += found[rule][0].tokens.shape[1]
                 monkeypatch.undo()
-                if rule == "early":
-                    early = decoded
-            for b in range(6):
-                n = int(early.lengths[b])
-                assert trimmed(early, b) == trimmed(decoded, b)
-                assert float(early.scores[b]) == float(decoded.scores[b])
-                assert torch.equal(early.attention[b, :n], decoded.attention[b, :n])
+            for early, full in zip(found["early"], found["full"]):
+                for b in range(6):
+                    n = int(early.lengths[b])
+                    assert trimmed(early, b) == trimmed(full, b)
+                    assert float(early.scores[b]) == float(full.scores[b])
+                    assert torch.equal(early.attention[b, :n], full.attention[b, :n])
     assert steps["early"] < steps["full"]  # it does stop earlier
 
 

@@ -89,7 +89,9 @@ class AppService:
         """One decoded image and a question -> top answers, attention (H, W), domain verdict, warnings."""
         top_k = check_top_k(top_k)
         question, question_warnings = self.vqa.check_question(question)
-        result = self.answers.submit((self.vqa.prepare(image), image.size, question))
+        # a classifier's top answers do not depend on how many are kept; a generative head's beam does
+        result = self.answers.submit((self.vqa.prepare(image), image.size, question,
+                                      top_k if self.vqa.generate else MAX_TOP_K))
         return dataclasses.replace(result, answers=result.answers[:top_k],
                                    warnings=[*warnings, *question_warnings, *result.warnings])
 
@@ -109,7 +111,8 @@ class AppService:
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
 
-    # Items are (encoder input (3, S, S) from ``prepare``, the image's (width, height), beam or question).
+    # Items are (encoder input (3, S, S) from ``prepare``, the image's (width, height), then the beam
+    # size, or the question and how many answers).
     def _caption_batch(self, items: Sequence[tuple[Tensor, tuple[int, int], int]]) -> list[CaptionResult]:
         self._threads(len(items))
         features = self.captioner.encode_prepared(torch.stack([pixels for pixels, _, _ in items]))  # (B, P, D)
@@ -125,12 +128,20 @@ class AppService:
                 outputs[row] = result
         return outputs
 
-    def _answer_batch(self, items: Sequence[tuple[Tensor, tuple[int, int], str]]) -> list[AnswerResult]:
+    def _answer_batch(self, items: Sequence[tuple[Tensor, tuple[int, int], str, int]]) -> list[AnswerResult]:
         self._threads(len(items))
-        features = self.vqa.encode_prepared(torch.stack([pixels for pixels, _, _ in items]))  # (B, P, D)
+        features = self.vqa.encode_prepared(torch.stack([pixels for pixels, _, _, _ in items]))  # (B, P, D)
         self._threads()
-        return self.vqa.answer_results(features, [question for _, _, question in items],
-                                       [size for _, size, _ in items], MAX_TOP_K)
+        rows_by_k: dict[int, list[int]] = defaultdict(list)
+        for row, (_, _, _, top_k) in enumerate(items):
+            rows_by_k[top_k].append(row)
+        outputs: list[Any] = [None] * len(items)
+        for top_k, rows in rows_by_k.items():
+            results = self.vqa.answer_results(features[rows], [items[r][2] for r in rows],
+                                              [items[r][1] for r in rows], top_k)
+            for row, result in zip(rows, results):
+                outputs[row] = result
+        return outputs
 
 
 def describe_models(service: AppService) -> str:

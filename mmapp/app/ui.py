@@ -2,7 +2,7 @@
 
 Layout: an image (upload, drop, paste, webcam or an example) and a beam-size slider; the caption
 with one smooth attention overlay per word; a question box with the top-5 answers and the question's
-attention overlay; an out-of-domain warning; a "Models" panel. Two named API endpoints, ``/caption``
+attention overlay (and, from a generative VQA head, one overlay per answer word); an out-of-domain warning; a "Models" panel. Two named API endpoints, ``/caption``
 and ``/answer``, return JSON (caption, tokens, score, attention maps; answers with probabilities,
 attention map); ``launch_demo`` also serves the HTTP API (``mmapp/http_api.py``: ``POST /v1/caption`` and
 ``/v1/answer``, OpenAPI page at ``/docs``). Every handler turns bad input into a one-line ``gr.Error``,
@@ -108,17 +108,19 @@ class Handlers:
     def caption_new_image(self, image: Any, beam_size: Any) -> tuple:
         """UI, when the image changes: caption it (or clear everything when it was removed)."""
         if image is None:
-            return "", None, _ood_update(None), None, None
-        return (*self.caption(image, beam_size), None, None)
+            return "", None, _ood_update(None), None, None, None
+        return (*self.caption(image, beam_size), None, None, None)
 
     def answer(self, image: Any, question: Any) -> tuple:
-        """UI: {answer: probability} (top 5), attention overlay, OOD warning (shown, never hidden here)."""
+        """UI: {answer: probability} (top 5), attention overlay, [(overlay, "i: word")] per generated
+        answer word (empty from a classifier), OOD warning (shown, never hidden here)."""
         picture, warnings = open_upload(image, self.upload_roots)
         r = self.service.answer(picture, question, warnings)
         _warn(r.warnings)
         overlay = heatmap_overlay(fit_for_display(picture), r.attention)
         flagged = r.domain is not None and r.domain.out_of_domain
-        return {a: p for a, p in r.answers}, overlay, _ood_update(r) if flagged else gr.skip()
+        return ({a: p for a, p in r.answers}, overlay, answer_word_overlays(picture, r),
+                _ood_update(r) if flagged else gr.skip())
 
     def caption_api(self, image: Any, beam_size: Any = 3) -> dict:
         """Caption an image: caption text, tokens, log-prob score and attention (T, H, W) as JSON."""
@@ -129,6 +131,11 @@ class Handlers:
         """Answer a question: top-5 answers with probabilities and the attention map (H, W) as JSON."""
         picture, warnings = open_upload(image, self.upload_roots)
         return self.service.answer(picture, question, warnings).to_json()
+
+
+def answer_word_overlays(picture: Any, result: Any) -> list[tuple[Any, str]]:
+    """One (overlay, "i: word") per word of a generated answer (``AnswerResult.word_attention``)."""
+    return word_overlays(picture, result.tokens, result.word_attention) if result.tokens else []
 
 
 def build_demo(captioner: Captioner, vqa: VQAModel, *, max_batch_size: int = 8,
@@ -170,16 +177,19 @@ def build_service_demo(service: AppService) -> gr.Blocks:
                 answers = gr.Label(num_top_classes=TOP_K, label="Top answers", elem_id="answers")
                 answer_map = gr.Image(label="Where the model looked to answer", type="pil", interactive=False,
                                       elem_id="answer-map", height=360)
+                answer_words = gr.Gallery(label="Where the answer looked, word by word", columns=4,
+                                          height="auto", object_fit="contain", elem_id="answer-word-maps",
+                                          format="png", visible=service.vqa.generate)
         with gr.Accordion("Models", open=False, elem_id="models-panel"):
             gr.Markdown(describe_models(service))
 
         caption_out = [caption_md, gallery, ood_box]
-        answer_out = [answers, answer_map, ood_box]
+        answer_out = [answers, answer_map, answer_words, ood_box]
         caption_btn.click(_user_errors(h.caption), [image, beam], caption_out, api_name="ui_caption",
                           concurrency_id="caption", **ui)
         beam.release(_user_errors(h.recaption), [image, beam], caption_out, api_name="ui_recaption",
                      concurrency_id="caption", **ui)
-        image.change(_user_errors(h.caption_new_image), [image, beam], caption_out + [answers, answer_map],
+        image.change(_user_errors(h.caption_new_image), [image, beam], caption_out + [answers, answer_map, answer_words],
                      api_name="ui_caption_new_image", concurrency_id="caption", **ui)
         gr.on([ask_btn.click, question.submit], _user_errors(h.answer), [image, question], answer_out,
               api_name="ui_answer", concurrency_id="answer", **ui)

@@ -314,11 +314,13 @@ def run_ask(args: argparse.Namespace) -> int:
                 run.warn(path, r.messages())
                 _emit_answer(args, out, collected, path, qid, r)
                 if args.save_attention:
-                    from mmapp.app.overlay import fit_for_display, heatmap_overlay
+                    from mmapp.app.overlay import fit_for_display, heatmap_overlay, word_overlays
 
                     args.save_attention.mkdir(parents=True, exist_ok=True)
                     name = f"{Path(path).stem}.answer.png" if single else f"{Path(path).stem}.q{qid}.png"
                     heatmap_overlay(fit_for_display(image), r.attention).save(args.save_attention / name)
+                    if r.tokens:  # a generated answer: one map per answer word too
+                        _save_words(args.save_attention, name, word_overlays(image, r.tokens, r.word_attention))
             run.done += len(opened)
         run.bar.update(len(chunk))
     if args.format in ("json", "vqa"):

@@ -90,6 +90,21 @@ def collate_vqa(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def collate_vqa_answers(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``collate_vqa`` plus the generative head's R answer rows (every distinct answer of every
+    question): ``answer_inputs`` (R, T) ``<start> w..`` and ``answer_targets`` (R, T) ``w.. <end>``
+    padded with 0, ``answer_question`` (R,) the question row of each, ``answer_weights`` (R,)."""
+    batch = collate_vqa(items)
+    seqs = [s for it in items for s in it["answer_seqs"]]
+    padded, _ = pad_sequences(seqs) if seqs else (torch.zeros(0, 2, dtype=torch.long), None)  # (R, T + 1)
+    batch["answer_inputs"], batch["answer_targets"] = padded[:, :-1], padded[:, 1:]
+    batch["answer_question"] = torch.tensor([q for q, it in enumerate(items) for _ in it["answer_seqs"]],
+                                            dtype=torch.long)  # (R,)
+    batch["answer_weights"] = torch.tensor([w for it in items for w in it["answer_weights"]],
+                                           dtype=torch.float32)  # (R,)
+    return batch
+
+
 class Ragged:
     """Variable-length rows stored flat (one array + offsets): compact for millions of short
     sequences, and shared copy-on-write with DataLoader workers (no per-row Python objects)."""

@@ -170,6 +170,22 @@ def soft_targets(answers: Sequence[str], vocab: AnswerVocab, normalize=normalize
     return {idx: soft_score(n) for a, n in counts.items() if (idx := vocab.index(a)) is not None}
 
 
+def build_answer_words(questions: Iterable[VQAQuestion]) -> Vocab:
+    """The generative head's vocabulary: every word of the normalised training answers (min count 1)."""
+    norm = _Normalizer()
+    return Vocab.build(norm(a) for q in questions for a in q.answers)
+
+
+def answer_sequences(answers: Sequence[str], words: Vocab, normalize=normalize_answer
+                     ) -> tuple[list[list[int]], list[float]]:
+    """Each distinct normalised answer as ``<start> w.. <end>`` ids, and its weight: the official soft
+    score min(1, #humans / 3), normalised to sum to 1 over the question's answers."""
+    counts = Counter(a for a in (normalize(a) for a in answers) if a and has_word(a))
+    scores = {a: soft_score(n) for a, n in counts.items()}
+    total = sum(scores.values())
+    return [words.encode(a) for a in scores], [s / total for s in scores.values()]
+
+
 class VQADataset(Dataset):
     """One item per question.
 
@@ -178,7 +194,8 @@ class VQADataset(Dataset):
     most ``max_question_len`` words), ``target`` (N,) float32 soft scores, ``question_id``,
     ``image_id``, ``answers`` (the raw human answers, for evaluation), and with ``regions`` (questions, G, P)
     bool (``vqa_regions.glimpse_regions``) ``regions`` (G, P), the cells each glimpse should attend,
-    and with ``centres`` (questions, P) bool ``centres`` (P,), the cells of its objects' centres.
+    and with ``centres`` (questions, P) bool ``centres`` (P,), the cells of its objects' centres; with
+    ``answer_words`` (``build_answer_words``) ``answer_seqs`` / ``answer_weights`` (``answer_sequences``).
     Every image is checked up front.
     """
 
@@ -187,7 +204,7 @@ class VQADataset(Dataset):
                  encoder_cfg: EncoderConfig | None = None,
                  image_files: Mapping[int, str] | str | Path | None = None,
                  max_question_len: int | None = None, regions: np.ndarray | None = None,
-                 centres: np.ndarray | None = None) -> None:
+                 centres: np.ndarray | None = None, answer_words: Vocab | None = None) -> None:
         for name, rows in (("regions", regions), ("centres", centres)):
             if rows is not None and len(rows) != len(split.questions):
                 raise ValueError(f"{name} has {len(rows)} rows for {len(split.questions)} questions")
@@ -228,6 +245,9 @@ class VQADataset(Dataset):
             target_idx.append(list(t))
             target_score.append(list(t.values()))
         self.target_idx, self.target_score = Ragged(target_idx), Ragged(target_score, np.float32)
+        self.answer_words = answer_words
+        if answer_words is not None:  # the generative head's targets: every distinct answer, soft-weighted
+            self.answer_seqs = [answer_sequences(q.answers, answer_words, norm) for q in split.questions]
 
     def __len__(self) -> int:
         return len(self.split.questions)
@@ -251,6 +271,8 @@ class VQADataset(Dataset):
         out = {"question": torch.tensor(self.vocab.encode_question(q.question, self.max_question_len)),  # (L,)
                "target": target, "question_id": q.question_id, "image_id": q.image_id,
                "answers": list(q.answers)}
+        if self.answer_words is not None:
+            out["answer_seqs"], out["answer_weights"] = self.answer_seqs[index]
         if self.regions is not None:
             out["regions"] = torch.from_numpy(self.regions[index])  # (G, P) bool
         if self.centres is not None:

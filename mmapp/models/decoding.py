@@ -149,11 +149,22 @@ def beam_search(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_l
     valid caption. ``length_penalty`` alpha ranks beams by score / length**alpha (0: raw score).
 
     The search stops as soon as no open beam can still win (``_settled``): with raw scores that is
-    when every image's best beam has ended, since an open beam's score only falls as it grows; with a
+    when every image's best beam (the ``n_best`` best, for ``beam_search_n_best``) has ended, since an open beam's score only falls as it grows; with a
     length penalty, when every beam has ended. Stopping there changes no result, only the steps run.
     """
+    return beam_search_n_best(decoder, features, beam_size, max_len, start_id, end_id, pad_id, length_penalty)[0]
+
+
+@torch.no_grad()
+def beam_search_n_best(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_len: int, start_id: int,
+                       end_id: int, pad_id: int = 0, length_penalty: float = 0.0,
+                       n_best: int = 1) -> list[Decoded]:
+    """``beam_search`` keeping the ``n_best`` (<= K) final beams: a list, best first, of ``Decoded``
+    (B rows each), e.g. a generated answer's top-k."""
     if beam_size < 1:
         raise ValueError("beam_size must be >= 1")
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be in 1..beam_size ({beam_size}), got {n_best}")
     B, P, K = features.shape[0], features.shape[1], beam_size
     device = features.device
     memory = _expand(decoder.prepare(features), K)
@@ -193,23 +204,27 @@ def beam_search(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_l
         lengths = lengths.gather(1, parent) + (~was_finished).long()
         finished = was_finished | (word == end_id)
         tokens = word.view(-1)
-        if _settled(scores, finished, length_penalty):
+        if _settled(scores, finished, length_penalty, n_best):
             break
 
     ranking = scores / lengths.clamp(min=1).float().pow(length_penalty) if length_penalty else scores
-    best = ranking.argmax(dim=-1)  # (B,)
+    order = ranking.argsort(dim=-1, descending=True, stable=True)[:, :n_best]  # (B, n): best first
     pick = torch.arange(B, device=device)
-    seqs, alphas = _trace_back(history, best)
-    return Decoded(tokens=seqs, lengths=lengths[pick, best], scores=ranking[pick, best], attention=alphas)
+    out = []
+    for j in range(order.shape[1]):
+        beam = order[:, j]  # (B,)
+        seqs, alphas = _trace_back(history, beam)
+        out.append(Decoded(tokens=seqs, lengths=lengths[pick, beam], scores=ranking[pick, beam], attention=alphas))
+    return out
 
 
-def _settled(scores: Tensor, finished: Tensor, length_penalty: float) -> bool:
+def _settled(scores: Tensor, finished: Tensor, length_penalty: float, n_best: int = 1) -> bool:
     """scores, finished (B, K), the beams of each image sorted best first -> whether no open beam
-    can still overtake: without a length penalty, once each image's best beam has ended (the others'
-    scores can only fall); with one, once every beam has ended."""
+    can still enter the ``n_best`` kept: without a length penalty, once each image's ``n_best`` best
+    beams have ended (the others' scores can only fall); with one, once every beam has ended."""
     if length_penalty:
         return bool(finished.all())
-    return bool(finished[:, 0].all())
+    return bool(finished[:, :n_best].all())
 
 
 def _trace_back(history: list[tuple[Tensor, Tensor, Tensor, Tensor]], beam: Tensor) -> tuple[Tensor, Tensor]:

@@ -88,7 +88,11 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         """
         if self.training_path is not None:
             return self.training_path(self, features, inputs, image_index)
-        memory = self.prepare_for(features, image_index)
+        return self.teacher_force(self.prepare_for(features, image_index), inputs)
+
+    def teacher_force(self, memory: State, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """The plain loop of ``forward`` from a memory of one row per caption: inputs (B, T) ->
+        logits (B, T, V), attention (B, T, P)."""
         state = self.init_state(memory)
         embedded = self.embedding(inputs)  # (B, T, E)
         tops, alphas = [], []

@@ -71,20 +71,26 @@ class QuestionEncoder(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.rnn = rnns[cell](embed_dim, hidden_dim, batch_first=True)
 
-    def forward(self, questions: Tensor, lengths: Tensor, packed: bool = True) -> Tensor:
-        """questions (B, L) padded with 0, lengths (B,) >= 1 -> question vector (B, Q).
+    def forward(self, questions: Tensor, lengths: Tensor, initial: tuple[Tensor, Tensor] | None = None,
+                packed: bool = True) -> Tensor:
+        """questions (B, L) padded with 0, lengths (B,) >= 1, optional first state (h0, c0) (B, Q) each
+        (``vqa.image_first``; c0 unused by GRU / RNN cells) -> question vector (B, Q).
 
         ``packed=False`` runs every row through all L words and reads each row's output at its last
         word: the same vector (the recurrence is causal), without copying ``lengths`` to the host
         (what a CUDA graph needs, ``mmapp.speed``)."""
         embedded = torch.tanh(self.embedding(questions))  # (B, L, E)
+        hx = None
+        if initial is not None:  # in batch order: the packed LSTM permutes hx itself
+            h0, c0 = (t.unsqueeze(0).contiguous() for t in initial)  # (1, B, Q)
+            hx = (h0, c0) if isinstance(self.rnn, nn.LSTM) else h0
         if not packed:
-            outputs, _ = self.rnn(embedded)  # (B, L, Q)
+            outputs, _ = self.rnn(embedded, hx)  # (B, L, Q)
             last = (lengths.clamp(min=1) - 1).view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])  # (B, 1, Q)
             return outputs.gather(1, last).squeeze(1)  # (B, Q)
         sequences = pack_padded_sequence(embedded, lengths.clamp(min=1).cpu(), batch_first=True,
                                          enforce_sorted=False)
-        _, hidden = self.rnn(sequences)
+        _, hidden = self.rnn(sequences, hx)
         h = hidden[0] if isinstance(hidden, tuple) else hidden  # (layers, B, Q)
         return h[-1]
 
@@ -153,13 +159,15 @@ class VQANet(nn.Module):
 
     def __init__(self, cfg: VQAConfig) -> None:
         super().__init__()
-        if cfg.vocab_size < 5 or cfg.num_answers < 2:
+        if cfg.vocab_size < 5 or (cfg.head == "classify" and cfg.num_answers < 2):
             raise ValueError("vqa.vocab_size and vqa.num_answers must be set")
         self.cfg = cfg
         # True (``mmapp.speed.fixed_shapes.use_static_shapes``): nothing in ``forward`` waits for the
         # device (questions not packed, grids gathered per question), as a CUDA graph needs
         self.static_shapes = False
         self.question_encoder = QuestionEncoder(cfg.vocab_size, cfg.embed_dim, cfg.question_dim, cfg.cell)
+        # image_first: the question LSTM's (h0, c0) from the mean-pooled normalised grid
+        self.image_init = nn.Linear(cfg.encoder_dim, 2 * cfg.question_dim) if cfg.image_first else None
         feature_dim = cfg.encoder_dim + (2 if cfg.coords else 0)
         self.norm = nn.LayerNorm(cfg.encoder_dim) if cfg.feature_norm == "layer" else None
         self.attention = GlimpseAttention(feature_dim, cfg.question_dim, cfg.attention_dim, cfg.glimpses,
@@ -184,18 +192,41 @@ class VQANet(nn.Module):
         if cfg.count_map and not cfg.count_context:
             with torch.no_grad():  # start near a count of zero (sigmoid(-4) = 0.018 per cell), not P / 2
                 self.attention.score.bias[-1] = -4.0
-        self.classifier = nn.Sequential(nn.Linear(fused_dim, cfg.hidden_dim), nn.ReLU(),
-                                        nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_dim, cfg.num_answers))
+        self.fused_dim = fused_dim
+        if cfg.head == "classify":  # generate: models/answer_decoder.py writes the answer from ``fused``
+            self.classifier = nn.Sequential(nn.Linear(fused_dim, cfg.hidden_dim), nn.ReLU(),
+                                            nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_dim, cfg.num_answers))
 
     def forward(self, features: Tensor, questions: Tensor, lengths: Tensor,
                 image_index: Tensor | None = None, with_count_map: bool = False):
         """features (B, P, D) (or (I, P, D) for I images with ``image_index`` (B,) naming each
         question's image), questions (B, L), lengths (B,) -> logits (B, N), attention (B, G, P),
         and with ``with_count_map`` the count map's logits (B, P) (``vqa.count_map``; None without)."""
+        _, fused, attention, count_map = self.encode(features, questions, lengths, image_index)
+        if with_count_map:
+            return self.classifier(fused), attention, count_map
+        return self.classifier(fused), attention
+
+    def question_start(self, features: Tensor, image_index: Tensor | None) -> tuple[Tensor, Tensor] | None:
+        """Normalised features (B or I, P, D) -> the question LSTM's (h0, c0) (B, Q) each with
+        ``vqa.image_first``, else None."""
+        if self.image_init is None:
+            return None
+        pooled = features.mean(dim=1)  # (B or I, D)
+        if image_index is not None:
+            pooled = pooled.index_select(0, image_index)  # (B, D)
+        h0, c0 = self.image_init(pooled).chunk(2, dim=-1)  # (B, Q) x2
+        return torch.tanh(h0), c0
+
+    def encode(self, features: Tensor, questions: Tensor, lengths: Tensor, image_index: Tensor | None = None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """What both heads read (inputs as ``forward``) -> normalised features (B or I, P, D'), the
+        fused image + question (B, F), glimpse attention (B, G, P), count-map logits (B, P) or None."""
         features = self.norm(features) if self.norm is not None else F.normalize(features, dim=-1)
+        question = self.question_encoder(questions, lengths, self.question_start(features, image_index),
+                                         packed=not self.static_shapes)  # (B, Q)
         if self.cfg.coords:
             features = torch.cat([features, cell_coordinates(features)], dim=-1)  # (B or I, P, D + 2)
-        question = self.question_encoder(questions, lengths, packed=not self.static_shapes)  # (B, Q)
         if self.count_head is not None:
             logits, joint = self.attention(features, question, image_index, with_joint=True)  # (B, G, P), (B, P, A)
             count_map = self.count_head(joint)  # (B, P): where the asked-about objects are
@@ -226,6 +257,4 @@ class VQANet(nn.Module):
         if count_map is not None:
             count = torch.sigmoid(count_map).sum(dim=-1)  # (B,)
             fused = torch.cat([fused, soft_count_bins(count, self.cfg.count_map)], dim=-1)  # (B, ... + C + 1)
-        if with_count_map:
-            return self.classifier(fused), attention, count_map
-        return self.classifier(fused), attention
+        return features, fused, attention, count_map

@@ -46,6 +46,8 @@ def fast_path_reason(train_cfg: Any, device: torch.device, distributed: bool, pr
         return "a fine-tuned encoder's BatchNorm would see the padding images"
     if not isinstance(head, (RecurrentAttentionDecoder, VQANet)):
         return f"{type(head).__name__} has no fixed-shape training path (recurrent decoders and the VQA model do)"
+    if isinstance(head, VQANet) and head.cfg.head != "classify":
+        return "the generative VQA head (vqa.head=generate) has no fixed-shape batches yet"
     return None
 
 

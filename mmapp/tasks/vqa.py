@@ -1,5 +1,6 @@
 """VQA training: VQA v2-format questions and annotations, the question-attention model, soft-target
-cross-entropy, validation by the official VQA accuracy."""
+cross-entropy, validation by the official VQA accuracy. With ``vqa.head: generate`` the loss and the
+answers are ``tasks/vqa_generate.py``'s (answers written word by word)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,18 @@ from torch import Tensor, nn
 
 from mmapp.checkpoint import save_model
 from mmapp.data.coco_captions import image_files_from_json
-from mmapp.data.collate import collate_vqa
+from mmapp.data.collate import collate_vqa, collate_vqa_answers
 from mmapp.data.grouped import ByImage, collate_by_image
 from mmapp.data.vqa_regions import glimpse_regions
-from mmapp.data.vqa_v2 import VQADataset, build_answer_vocab, build_question_vocab, load_vqa
+from mmapp.data.vqa_v2 import VQADataset, build_answer_vocab, build_answer_words, build_question_vocab, load_vqa
 from mmapp.distributed import DistInfo, gather
 from mmapp.losses import attention_grounding_loss_terms, count_map_loss_terms, floats, vqa_loss_terms
 from mmapp.metrics.vqa_accuracy import accuracy_for
-from mmapp.models.vqa import VQANet
+from mmapp.models.answer_decoder import build_vqa_net
 from mmapp.run_config import RunConfig
 from mmapp.speed.fixed_shapes import pad_vqa_batch
 from mmapp.tasks.common import EncodedHead, batched, encoder_and_inputs, ood_from_cache, shard
+from mmapp.tasks.vqa_generate import generated_answers, generation_loss
 
 
 class VQATask:
@@ -42,6 +44,8 @@ class VQATask:
             val = dataclasses.replace(val, questions=val.questions[: d.val_limit])
         self.vocab = build_question_vocab(train.questions, min_freq=1)
         self.answers = build_answer_vocab(train.questions, d.top_answers)
+        self.generate = cfg.vqa.head == "generate"
+        self.answer_words = build_answer_words(train.questions) if self.generate else None
         cache, encoder, inputs = encoder_and_inputs(cfg)
         index = None
         if d.image_index:  # one or more COCO-format files listing file_name per image id
@@ -49,8 +53,9 @@ class VQATask:
             for path in d.image_index.split(","):
                 index.update(image_files_from_json(path.strip()))
         net_cfg = dataclasses.replace(cfg.vqa, vocab_size=len(self.vocab), num_answers=len(self.answers),
-                                      encoder_dim=encoder.out_dim)
-        self.model = EncodedHead(encoder, VQANet(net_cfg))
+                                      encoder_dim=encoder.out_dim,
+                                      answer_vocab_size=len(self.answer_words) if self.generate else 0)
+        self.model = EncodedHead(encoder, build_vqa_net(net_cfg))
         kwargs = dict(max_question_len=d.max_question_len, image_files=index, **inputs)
         regions = centres = None
         if cfg.train.grounding_weight > 0:  # attention supervised by the referred objects' boxes
@@ -60,10 +65,12 @@ class VQATask:
                 raise ValueError(f"train.grounding_weight: no question in {d.train_annotations} has "
                                  "'object_ids' to supervise the attention with")
         self._items = VQADataset(train, self.vocab, self.answers, regions=regions,
-                                 centres=centres if net_cfg.count_map else None, **kwargs)
+                                 centres=centres if net_cfg.count_map else None, answer_words=self.answer_words,
+                                 **kwargs)
         self._train = ByImage(self._items)
         self._val = VQADataset(val, self.vocab, self.answers, **kwargs)
         self._collate = collate_vqa
+        self._train_collate = collate_vqa_answers if self.generate else collate_vqa
         self.ood_tensors, self.ood_meta = ood_from_cache(cache, self._items.handles.values(),
                                                         self._val.handles.values())
         self.dataset_name = Path(d.train_questions).name
@@ -72,7 +79,7 @@ class VQATask:
         return self._train
 
     def collate(self, groups: list) -> Any:
-        return collate_by_image(groups, self._collate)
+        return collate_by_image(groups, self._train_collate)
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, float], int]:
         loss, terms, count = self.loss_terms(model, batch)
@@ -81,9 +88,12 @@ class VQATask:
     def loss_terms(self, model: nn.Module, batch: dict) -> tuple[Tensor, dict[str, Tensor], int]:
         """``loss`` with its terms left on the device (the fast path's steps; ``rows`` (B,) in a padded
         batch names its real questions)."""
-        logits, attention, count_map = model(batch["visual"], batch["questions"], batch["lengths"],
-                                             batch["image_index"], True)  # (B, N), (B, G, P), (B, P)
-        loss, stats = vqa_loss_terms(logits, batch["targets"])
+        if self.generate:
+            loss, stats, attention, count_map = generation_loss(model, batch)  # attention (B, G, P)
+        else:
+            logits, attention, count_map = model(batch["visual"], batch["questions"], batch["lengths"],
+                                                 batch["image_index"], True)  # (B, N), (B, G, P), (B, P)
+            loss, stats = vqa_loss_terms(logits, batch["targets"])
         if "regions" in batch:
             ground, ground_stats = attention_grounding_loss_terms(attention, batch["regions"])
             loss = loss + self.cfg.train.grounding_weight * ground
@@ -92,7 +102,7 @@ class VQATask:
             centres, centre_stats = count_map_loss_terms(count_map, batch["centres"], batch.get("rows"))
             loss = loss + self.cfg.train.grounding_weight * centres
             stats.update(centre_stats)
-        return loss, stats, logits.shape[0]
+        return loss, stats, batch["questions"].shape[0]
 
     def fixed_batch(self, batch: dict) -> tuple[dict[str, Tensor], int]:
         """A collated batch padded to the fast path's fixed shapes, and its real question count."""
@@ -107,9 +117,13 @@ class VQATask:
         qtype = {q.question_id: q.question_type for q in self._val.split.questions}
         out = []
         for batch in batched(self._val, indices, 256, self._collate):
-            logits, _ = model(batch["visual"].to(self.device), batch["questions"].to(self.device), batch["lengths"])
-            for qid, idx, answers in zip(batch["question_ids"].tolist(), logits.argmax(-1).tolist(), batch["answers"]):
-                pred = self.answers.answers[idx]
+            visual, questions = batch["visual"].to(self.device), batch["questions"].to(self.device)
+            if self.generate:
+                preds = generated_answers(model, visual, questions, batch["lengths"], self.answer_words)
+            else:
+                logits, _ = model(visual, questions, batch["lengths"])
+                preds = [self.answers.answers[i] for i in logits.argmax(-1).tolist()]
+            for qid, pred, answers in zip(batch["question_ids"].tolist(), preds, batch["answers"]):
                 out.append((qid, pred, accuracy_for(pred, answers), qtype[qid]))
         return out
 
@@ -126,5 +140,6 @@ class VQATask:
     def save(self, path: Path, model: EncodedHead, training: dict, extra_tensors: dict, extra_meta: dict) -> None:
         training = {**training, "task": "vqa", "dataset": self.dataset_name,
                     "max_question_len": self.cfg.data.max_question_len}
-        save_model(path, "vqa", model.head, model.encoder, self.vocab, self.answers, training,
+        answers = self.answer_words if self.generate else self.answers  # generate: the answer words
+        save_model(path, "vqa", model.head, model.encoder, self.vocab, answers, training,
                    {**extra_tensors, **self.ood_tensors}, {**extra_meta, **self.ood_meta})

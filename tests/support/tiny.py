@@ -17,6 +17,7 @@ from mmapp.config import CaptionDecoderConfig, EncoderConfig, VQAConfig
 from mmapp.data.shapes.scene import render_scene, sample_scene
 from mmapp.models.caption_decoder import build_caption_decoder
 from mmapp.models.encoder import build_encoder
+from mmapp.models.answer_decoder import GenerativeVQANet
 from mmapp.models.vqa import VQANet
 from mmapp.vocab import AnswerVocab, Vocab
 
@@ -53,6 +54,24 @@ def make_tiny_checkpoints(folder: str | Path, captioner_ood_threshold: float | N
     vqa = save_model(folder / "vqa.safetensors", "vqa", net, encoder, vocab, answers,
                      training={"dataset": "tiny random (tests)", "test_metrics": {"accuracy": 0.11}})
     return cap, vqa
+
+
+TINY_ANSWERS = ("yes", "no", "red", "blue", "green", "circle", "square", "2", "3", "red circle")
+
+
+def make_tiny_generate_checkpoint(folder: str | Path, seed: int = 0, image_first: bool = False) -> Path:
+    """Write ``vqa_generate.safetensors``: a random generative VQA head (``vqa.head: generate``) on
+    the same random encoder and question vocabulary as ``make_tiny_checkpoints``."""
+    torch.manual_seed(seed)
+    encoder = build_encoder(EncoderConfig(weights="none", input_size=64))
+    vocab = Vocab.build([" ".join(WORDS), *QUESTIONS])
+    words = Vocab.build(TINY_ANSWERS)
+    net = GenerativeVQANet(VQAConfig(vocab_size=len(vocab), encoder_dim=encoder.out_dim, embed_dim=8,
+                                     question_dim=16, attention_dim=16, hidden_dim=32, dropout=0.0,
+                                     head="generate", image_first=image_first, answer_vocab_size=len(words),
+                                     answer_embed_dim=8, answer_hidden_dim=16)).eval()
+    return save_model(Path(folder) / "vqa_generate.safetensors", "vqa", net, encoder, vocab, words,
+                      training={"dataset": "tiny random (tests)", "test_metrics": {"accuracy": 0.12}})
 
 
 def write_scene(path: str | Path, seed: int = 0, size: int = 224) -> Path:
