@@ -179,7 +179,7 @@ def train_epoch(args: argparse.Namespace, task: str, name: str, cuda_graphs: str
                    f"train.num_workers={args.workers}", f"train.cuda_graphs={cuda_graphs}", "data.val_limit=50",
                    "train.val_beam_size=1", *device], args.work / f"{name}.log")
     epoch = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["train"]
-    return {"cuda_graphs": cuda_graphs, "epoch_seconds": round(epoch["seconds"], 1), "steps": epoch["steps"],
+    return {"cuda_graphs": cuda_graphs, "epoch_seconds": round(epoch["seconds"], 3), "steps": epoch["steps"],
             "items_per_s": round(epoch["items_per_s"], 1), "graphs": epoch.get("graphs"),
             "eager_steps": epoch.get("eager_steps"), "process_seconds": round(seconds, 1), "loss": round(epoch["loss"], 4)}
 
