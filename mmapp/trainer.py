@@ -31,6 +31,7 @@ from mmapp.models.recurrent_decoder import RecurrentAttentionDecoder
 from mmapp.plotting import plot_history
 from mmapp.run_config import RunConfig
 from mmapp.speed.fast_path import FastPath, wants_fast_path
+from mmapp.speed.schedule import TensorSchedule
 from mmapp.speed.teacher_forcing import use_training_path
 
 
@@ -105,7 +106,7 @@ class Run:
         scheduled_epochs, tail_factor = cfg.train.epochs, None
         if 0 <= cfg.train.self_critical_after < cfg.train.epochs:  # the schedule spans the cross-entropy epochs
             scheduled_epochs, tail_factor = cfg.train.self_critical_after, cfg.train.scst_lr / cfg.train.lr
-        schedule = self.fast.scheduler if self.fast else make_scheduler
+        schedule = TensorSchedule if self.fast else make_scheduler
         self.scheduler = schedule(self.optimizer, cfg.train.schedule, cfg.train.warmup_steps,
                                   self.steps_per_epoch * scheduled_epochs, tail_factor)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.use_scaler else None

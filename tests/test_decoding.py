@@ -185,7 +185,7 @@ def test_stopping_once_the_kept_beams_ended_changes_no_result(monkeypatch: pytes
             found = {}
             for rule in ("early", "full"):
                 if rule == "full":
-                    monkeypatch.setattr(decoding, "_settled", lambda scores, finished, *_: bool(finished.all()))
+                    monkeypatch.setattr(decoding, "_settled", lambda finished, *_: bool(finished.all()))
                 found[rule] = decoding.beam_search_n_best(decoder, features, k, 12, START, END, n_best=n_best)
                 steps[rule] += found[rule][0].tokens.shape[1]
                 monkeypatch.undo()

@@ -102,7 +102,7 @@ class AppService:
     def _threads(self, images: int = 1) -> None:
         """In a batcher's thread, before a model call: how many torch threads it runs on (OpenMP's count
         is per calling thread). On the 2-core machine, torch called from a thread other than the main
-        one ran a one-image caption 2x slower on 2 intra-op threads than on 1 (its many small
+        one ran a one-image caption 2.5x slower on 2 intra-op threads than on 1 (its many small
         operations), while the encoder over a batch gained from 2 (docs/benchmarks.md, "The served
         app"): so ``model_threads`` for a single image and for the decoders, ``batch_threads`` for
         the encoder over several images. With 1, the other core is left to the requests' decoding,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmapp.errors import EXIT_BAD_INPUT
+from mmapp.errors import EXIT_BAD_INPUT, EXIT_USAGE
 
 DESCRIPTION = """Serve the web app: upload an image, read its caption with per-word attention maps, ask
 questions and get the top-5 answers with the question's attention map. Also serves the HTTP API
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_batch_size < 1:
         print("mmapp app: --max-batch-size must be at least 1", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     paths = {"captioner": Path(args.captioner) if args.captioner else default_checkpoint("captioner"),
              "vqa": Path(args.vqa) if args.vqa else default_checkpoint("vqa")}
     for kind, flag in (("captioner", "--captioner"), ("vqa", "--vqa")):
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
     except InputError as e:
         print(f"mmapp app: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if device.type == "cpu":  # torch's CUDA libraries never run here: keep them out of the RSS (mmapp/memory.py)
         release_cuda_code_pages()
     # heavy: gradio and torch, only when the app is served

@@ -149,8 +149,9 @@ def beam_search(decoder: CaptionDecoder, features: Tensor, beam_size: int, max_l
     valid caption. ``length_penalty`` alpha ranks beams by score / length**alpha (0: raw score).
 
     The search stops as soon as no open beam can still win (``_settled``): with raw scores that is
-    when every image's best beam (the ``n_best`` best, for ``beam_search_n_best``) has ended, since an open beam's score only falls as it grows; with a
-    length penalty, when every beam has ended. Stopping there changes no result, only the steps run.
+    when every image's best beam (its ``n_best`` best, for ``beam_search_n_best``) has ended, since an
+    open beam's score only falls as it grows; with a length penalty, when every beam has ended.
+    Stopping there changes no result, only the steps run.
     """
     return beam_search_n_best(decoder, features, beam_size, max_len, start_id, end_id, pad_id, length_penalty)[0]
 
@@ -204,7 +205,7 @@ def beam_search_n_best(decoder: CaptionDecoder, features: Tensor, beam_size: int
         lengths = lengths.gather(1, parent) + (~was_finished).long()
         finished = was_finished | (word == end_id)
         tokens = word.view(-1)
-        if _settled(scores, finished, length_penalty, n_best):
+        if _settled(finished, length_penalty, n_best):
             break
 
     ranking = scores / lengths.clamp(min=1).float().pow(length_penalty) if length_penalty else scores
@@ -218,8 +219,8 @@ def beam_search_n_best(decoder: CaptionDecoder, features: Tensor, beam_size: int
     return out
 
 
-def _settled(scores: Tensor, finished: Tensor, length_penalty: float, n_best: int = 1) -> bool:
-    """scores, finished (B, K), the beams of each image sorted best first -> whether no open beam
+def _settled(finished: Tensor, length_penalty: float, n_best: int = 1) -> bool:
+    """finished (B, K), the beams of each image sorted best first by score -> whether no open beam
     can still enter the ``n_best`` kept: without a length penalty, once each image's ``n_best`` best
     beams have ended (the others' scores can only fall); with one, once every beam has ended."""
     if length_penalty:

@@ -27,7 +27,6 @@ from mmapp.models.recurrent_decoder import RecurrentAttentionDecoder
 from mmapp.models.vqa import VQANet
 from mmapp.speed.fixed_shapes import use_static_shapes
 from mmapp.speed.graphed import GraphedTrainStep, train_graphed_epoch
-from mmapp.speed.schedule import TensorSchedule
 
 SETTINGS = ("auto", "on", "off")
 
@@ -64,7 +63,8 @@ def wants_fast_path(train_cfg: Any, device: torch.device, distributed: bool, pre
 
 class FastPath:
     """What the trainer swaps in on the fast path: the optimizer (fused Adam, tensor learning rate;
-    capturable on CUDA), the schedule, the fixed-shape collate and the graphed epoch.
+    capturable on CUDA), the fixed-shape collate and the graphed epoch; its schedule is
+    ``speed.schedule.TensorSchedule``.
 
     ``loss_terms(model, batch)`` is the task's loss with its terms as tensors (no host sync);
     ``fixed_batch(batch) -> (tensors, count)`` pads a collated batch to its fixed shape and counts
@@ -81,11 +81,6 @@ class FastPath:
                                           capturable=device.type == "cuda")
         self.step = GraphedTrainStep(model, loss_terms, self.optimizer, precision, train_cfg.grad_clip, device)
         self._skipped_before = 0.0
-
-    @staticmethod
-    def scheduler(optimizer: torch.optim.Optimizer, schedule: str, warmup: int, total: int,
-                  tail_factor: float | None = None) -> TensorSchedule:
-        return TensorSchedule(optimizer, schedule, warmup, total, tail_factor)
 
     def collate(self, collate: Callable) -> Callable:
         """``collate`` followed by ``fixed_batch``, run in the loader's workers."""
