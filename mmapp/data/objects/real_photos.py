@@ -1,16 +1,20 @@
 """Real photographs that ship inside installed packages, with the nouns that count as right.
 
-The list is ``datasets/real_photos/photos.json``; each photo's ``loader`` is either
-``"module:function"`` (called with no arguments, e.g. ``skimage.data:chelsea``) or a file path
+The list is ``datasets/real_photos/photos.json``; each photo's ``loader`` is one of
+``"module:function"`` (called with no arguments, e.g. ``skimage.data:chelsea``), a file path
 inside an installed package whose first component is the import name
-(``matplotlib/mpl-data/sample_data/grace_hopper.jpg``). A photo whose package is missing is
-skipped with a reason, never downloaded. ``scripts/real_photos.py`` scores the models on them.
+(``matplotlib/mpl-data/sample_data/grace_hopper.jpg``), or ``"BUNDLE.rcc!PATH"``: a file inside a
+Qt resource bundle that a system package installs (GCompris's photographs,
+``/usr/share/gcompris-qt/rcc/categorization.rcc!gcompris/src/.../tools/hammer1.webp``). A photo
+whose package is missing is skipped with a reason, never downloaded. ``scripts/real_photos.py`` scores the models on them.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -20,6 +24,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
+from mmapp.data.objects.qt_resources import read_resources
 from mmapp.errors import DataError
 
 PHOTOS = Path(__file__).resolve().parents[3] / "datasets" / "real_photos" / "photos.json"
@@ -60,7 +65,16 @@ def _package_root(module: str) -> Path | None:
 def load_photo(spec: PhotoSpec) -> Image.Image:
     """The photo as an RGB image. Raises LookupError (message: why it is skipped) when its package
     or file is missing."""
-    if ":" in spec.loader:
+    if "!" in spec.loader:
+        bundle, inner = spec.loader.split("!", 1)
+        if not Path(bundle).is_file():
+            raise LookupError(f"skipped: {spec.package} not installed ({bundle} missing)")
+        files = _bundle(str(Path(bundle).resolve()))
+        if inner not in files:
+            raise LookupError(f"skipped: {inner} not in {bundle}")
+        with Image.open(io.BytesIO(files[inner])) as im:
+            image = im.copy()
+    elif ":" in spec.loader:
         module, function = spec.loader.split(":", 1)
         if importlib.util.find_spec(module.split(".")[0]) is None:
             raise LookupError(f"skipped: {spec.package} not installed")
@@ -77,6 +91,12 @@ def load_photo(spec: PhotoSpec) -> Image.Image:
         with Image.open(file) as im:
             image = im.copy()
     return image.convert("RGB")
+
+
+@functools.lru_cache(maxsize=4)
+def _bundle(path: str) -> dict[str, bytes]:
+    """A Qt resource bundle's files, read once however many photos come from it."""
+    return read_resources(path)
 
 
 def load_real_photos(path: str | Path | None = None,
