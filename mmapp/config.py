@@ -136,6 +136,14 @@ class VQAConfig:
     answer_hidden_dim: int = 256
     answer_project_dim: int = 256  # generate: the grid cells the answer decoder reads, projected to this width
     max_answer_len: int = 4  # generate: at most this many words (then <end>) at inference
+    # classify: the answer logits also read the glimpses' mean attended cell through one linear layer,
+    # scaled by a gate from the fused vector (what a linear probe does: it names objects from few pictures)
+    readout: bool = False
+    # > 0: with readout, add this x log P(answer) under the encoder's ImageNet classifier (its classes
+    # matched to the answers by WordNet lemma) on the attended cell's head channels; a fixed weight
+    imagenet_weight: float = 0.0
+    imagenet_classes: int = 0  # set at training: how many ImageNet classes name some answer
+    imagenet_channels: tuple[int, int] = (0, 0)  # set at training: the grid's head channels [start, stop)
 
     def __post_init__(self) -> None:
         if self.head not in ("classify", "generate"):
@@ -156,6 +164,10 @@ class VQAConfig:
             raise ValueError("vqa.count_context must be >= 0 and needs vqa.count_map")
         if self.relation_gates < 0 or (self.relation_gates and not self.relation):
             raise ValueError("vqa.relation_gates must be >= 0 and needs vqa.relation")
+        if self.imagenet_weight < 0 or (self.imagenet_weight and not self.readout):
+            raise ValueError("vqa.imagenet_weight must be >= 0 and needs vqa.readout")
+        if self.readout and self.head != "classify":
+            raise ValueError("vqa.readout adds to a classifier's answer logits: it needs vqa.head: classify")
 
 
 # ----------------------------------------------------------------------------------------------

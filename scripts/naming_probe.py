@@ -37,27 +37,9 @@ from mmapp.data.objects.sources import read_vocabulary
 from mmapp.images import preprocess
 from mmapp.config import EncoderConfig
 from mmapp.models.encoder import build_encoder
+from mmapp.models.imagenet_evidence import imagenet_lemmas, match_answers
 
 HEAD_CHANNELS = 1280  # EfficientNet-Lite0's head: what its ImageNet classifier reads
-
-
-def lemma_table() -> tuple[list[list[str]], Path]:
-    """Each ImageNet class's WordNet lemmas (lower case), in the classifier's order, from timm's copy."""
-    import timm.data  # the file ships inside timm; nothing is downloaded
-    info = Path(timm.data.__file__).parent / "_info"
-    synsets = (info / "imagenet_synsets.txt").read_text().split()
-    lemmas = dict(line.split("\t", 1) for line in (info / "imagenet_synset_to_lemma.txt").read_text().splitlines())
-    return [[w.strip().lower() for w in lemmas[s].split(",")] for s in synsets], info
-
-
-def match_imagenet(nouns: list[str], plurals: dict[str, str], lemmas: list[list[str]]) -> dict[str, list[int]]:
-    """noun -> the ImageNet classes one of whose lemmas is the noun or its plural, or ends in " noun"."""
-    out = {}
-    for noun in nouns:
-        forms = {noun, plurals.get(noun, noun)}
-        out[noun] = [c for c, names in enumerate(lemmas)
-                     if any(n in forms or any(n.endswith(" " + f) for f in forms) for n in names)]
-    return out
 
 
 def boxed_objects(data: Path, features: Path, split: str) -> tuple[torch.Tensor, list[str], list[str]]:
@@ -137,7 +119,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=Path, required=True, help="data folder with instances_train.json")
     parser.add_argument("--train-features", type=Path, help="default: TRAIN/features448")
-    parser.add_argument("--test", type=Path, required=True, help="data folder with instances_test.json")
+    parser.add_argument("--test", type=Path, required=True, help="data folder with instances_SPLIT.json")
+    parser.add_argument("--split", default="test", help="the split of --test to score (val: choose beta on it)")
     parser.add_argument("--test-features", type=Path, help="default: TEST/features448")
     parser.add_argument("--betas", default="0,1,2,4", help="weights of the ImageNet prior to try")
     parser.add_argument("--epochs", type=int, default=30)
@@ -147,7 +130,7 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     x_train, n_train, _ = boxed_objects(args.train, args.train_features or args.train / "features448", "train")
-    x_test, n_test, s_test = boxed_objects(args.test, args.test_features or args.test / "features448", "test")
+    x_test, n_test, s_test = boxed_objects(args.test, args.test_features or args.test / "features448", args.split)
     nouns = sorted(set(n_train))
     index = {n: i for i, n in enumerate(nouns)}
     known = [n in index for n in n_test]
@@ -161,14 +144,13 @@ def main() -> None:
                                              if k in EncoderConfig.__dataclass_fields__})).eval()
     classifier = encoder.backbone.classifier
     plurals = {e.noun: e.plural for e in read_vocabulary()}
-    lemmas, info = lemma_table()
-    match = match_imagenet(nouns, plurals, lemmas)
+    match = dict(zip(nouns, match_answers(nouns, imagenet_lemmas(), plurals)))
     matched = torch.tensor([bool(match[n]) for n in nouns])
     prior_train = imagenet_log_prior(x_train, classifier, match, nouns)
     prior_test = imagenet_log_prior(x_test, classifier, match, nouns)
 
     report: dict[str, Any] = {"train_objects": len(x_train), "test_objects": len(x_test), "nouns": len(nouns),
-                              "nouns_matched_to_imagenet": int(matched.sum()), "lemmas": str(info)}
+                              "nouns_matched_to_imagenet": int(matched.sum())}
     on_matched = matched[y_test]
     zero_shot = prior_test.masked_fill(~matched, -1e9).argmax(1)
     report["imagenet_zero_shot_on_matched_nouns"] = accuracy_by_source(

@@ -1,4 +1,5 @@
-"""scripts/naming_probe.py: the ImageNet-name matching and the renormalised prior it measures."""
+"""scripts/naming_probe.py: the renormalised ImageNet prior it measures (the name matching is
+``mmapp.models.imagenet_evidence``'s, tested in tests/test_vqa_readout.py)."""
 
 import importlib.util
 import math
@@ -12,18 +13,6 @@ naming_probe = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(naming_probe)
 
 
-def test_lemma_table_is_the_classifiers_order():
-    lemmas, _ = naming_probe.lemma_table()
-    assert len(lemmas) == 1000
-    assert lemmas[0][0] == "tench" and "tabby" in lemmas[281] and lemmas[291][0] == "lion"
-
-
-def test_match_imagenet_takes_whole_words_and_plurals():
-    lemmas = [["egyptian cat"], ["catamaran"], ["lion", "king of beasts"], ["bell peppers"], ["dog"]]
-    match = naming_probe.match_imagenet(["cat", "lion", "bell pepper", "zebra"], {"bell pepper": "bell peppers"}, lemmas)
-    assert match == {"cat": [0], "lion": [2], "bell pepper": [3], "zebra": []}
-
-
 def test_imagenet_log_prior_renormalises_over_matched_classes():
     classifier = torch.nn.Linear(4, 5)
     pooled = torch.randn(3, 4)
@@ -35,3 +24,10 @@ def test_imagenet_log_prior_renormalises_over_matched_classes():
     assert torch.allclose(prior[:, :2].exp().sum(1), torch.ones(3), atol=1e-5)  # a distribution over matched nouns
     assert torch.equal(prior[:, 2], torch.zeros(3))  # no match: no evidence either way
     assert not math.isclose(prior[0, 0].item(), prior[1, 0].item())
+
+
+def test_accuracy_by_source_splits_photographs_renders_and_lone_objects():
+    pred, gold = torch.tensor([1, 0, 3, 4]), torch.tensor([1, 0, 3, 0])
+    out = naming_probe.accuracy_by_source(pred, gold, ["tuxpaint+alone", "tuxpaint", "emoji", "emoji+alone"])
+    assert out == {"all": 0.75, "n": 4, "alone": 0.5, "n_alone": 2, "emoji": 0.5, "n_emoji": 2,
+                   "tuxpaint": 1.0, "n_tuxpaint": 2}

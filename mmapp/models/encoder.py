@@ -202,6 +202,20 @@ class Encoder(nn.Module):
         stride = 16 if self.cfg.grid == "joined" else 32
         return self.cfg.input_size // stride, self.cfg.input_size // stride
 
+    def head_channels(self) -> tuple[int, int]:
+        """[start, stop) of the grid channels that are the backbone's head features (what its
+        ImageNet classifier reads): after the stride-16 stage's with grid='joined', before the pixels."""
+        start = self.backbone.feature_info[self._mid_index]["num_chs"] if self.cfg.grid == "joined" else 0
+        return start, start + self.backbone.num_features
+
+    def imagenet_classifier(self) -> nn.Linear:
+        """The backbone's ImageNet classifier (head features -> 1000 logits)."""
+        classifier = getattr(self.backbone, "classifier", None)
+        if not isinstance(classifier, nn.Linear) or self.weights_path is None:
+            raise ValueError(f"encoder {self.cfg.name} has no pretrained ImageNet classifier: vqa.imagenet_weight "
+                             "needs one")
+        return classifier
+
     def weights_id(self) -> str:
         """A short hash of the weights file ('random' when none was loaded)."""
         if self.weights_path is None:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from mmapp.config import VQAConfig
+from mmapp.models.imagenet_evidence import ImageNetEvidence
 
 
 def cell_coordinates(features: Tensor) -> Tensor:
@@ -196,16 +197,46 @@ class VQANet(nn.Module):
         if cfg.head == "classify":  # generate: models/answer_decoder.py writes the answer from ``fused``
             self.classifier = nn.Sequential(nn.Linear(fused_dim, cfg.hidden_dim), nn.ReLU(),
                                             nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_dim, cfg.num_answers))
+        # vqa.readout: the attended cell -> answer logits directly, gated by the fused vector
+        self.readout = nn.Linear(feature_dim, cfg.num_answers) if cfg.readout else None
+        self.readout_gate = nn.Linear(fused_dim, 1) if cfg.readout else None
+        start, stop = cfg.imagenet_channels
+        self.imagenet = (ImageNetEvidence(cfg.imagenet_classes, cfg.num_answers, stop - start)
+                         if cfg.imagenet_weight and cfg.imagenet_classes else None)
 
     def forward(self, features: Tensor, questions: Tensor, lengths: Tensor,
                 image_index: Tensor | None = None, with_count_map: bool = False):
         """features (B, P, D) (or (I, P, D) for I images with ``image_index`` (B,) naming each
         question's image), questions (B, L), lengths (B,) -> logits (B, N), attention (B, G, P),
         and with ``with_count_map`` the count map's logits (B, P) (``vqa.count_map``; None without)."""
-        _, fused, attention, count_map = self.encode(features, questions, lengths, image_index)
+        normalised, fused, attention, count_map = self.encode(features, questions, lengths, image_index)
+        logits = self.classifier(fused)  # (B, N)
+        if self.readout is not None:
+            logits = logits + self.read_out(features, normalised, fused, attention, image_index)
         if with_count_map:
-            return self.classifier(fused), attention, count_map
-        return self.classifier(fused), attention
+            return logits, attention, count_map
+        return logits, attention
+
+    def pool(self, weights: Tensor, features: Tensor, image_index: Tensor | None) -> Tensor:
+        """weights (B, G, P), features (B, P, D) (or (I, P, D) with ``image_index`` (B,)) -> (B, G, D)."""
+        if image_index is None:
+            return torch.bmm(weights, features)
+        if self.static_shapes:  # attend_per_image's blocks need the largest count on the host
+            return torch.bmm(weights, features.index_select(0, image_index))
+        return attend_per_image(weights, features, image_index)
+
+    def read_out(self, features: Tensor, normalised: Tensor, fused: Tensor, attention: Tensor,
+                 image_index: Tensor | None) -> Tensor:
+        """``vqa.readout``: the glimpses' mean map's attended cell (normalised, B x D') through a linear
+        layer, plus ``vqa.imagenet_weight`` x the ImageNet evidence of its raw head channels, all
+        scaled by sigmoid(gate(fused)) (B, 1), so that a question can shut it off -> (B, N)."""
+        where = attention.mean(dim=1, keepdim=True)  # (B, 1, P)
+        out = self.readout(self.pool(where, normalised, image_index).squeeze(1))  # (B, N)
+        if self.imagenet is not None:
+            start, stop = self.cfg.imagenet_channels
+            head = self.pool(where, features[..., start:stop], image_index).squeeze(1)  # (B, C)
+            out = out + self.cfg.imagenet_weight * self.imagenet(head)
+        return torch.sigmoid(self.readout_gate(fused)) * out
 
     def question_start(self, features: Tensor, image_index: Tensor | None) -> tuple[Tensor, Tensor] | None:
         """Normalised features (B or I, P, D) -> the question LSTM's (h0, c0) (B, Q) each with
@@ -235,12 +266,7 @@ class VQANet(nn.Module):
             count_map = logits[:, -1] if self.cfg.count_map else None  # (B, P)
         logits = logits[:, : self.cfg.glimpses]  # (B, G, P)
         attention = logits.softmax(dim=-1)
-        if image_index is None:
-            glimpses = torch.bmm(attention, features).flatten(1)  # (B, G*D)
-        elif self.static_shapes:  # attend_per_image's blocks need the largest count on the host
-            glimpses = torch.bmm(attention, features.index_select(0, image_index)).flatten(1)  # (B, G*D)
-        else:
-            glimpses = attend_per_image(attention, features, image_index).flatten(1)  # (B, G*D)
+        glimpses = self.pool(attention, features, image_index).flatten(1)  # (B, G*D)
         if self.cfg.count:
             glimpses = torch.cat([glimpses, torch.sigmoid(logits).sum(dim=-1)], dim=-1)  # (B, G*D + G)
         if self.fuse_image is None:

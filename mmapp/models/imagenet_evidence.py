@@ -1,0 +1,80 @@
+"""What the encoder's own ImageNet classifier says about an answer: a fixed, untrained input.
+
+The pretrained CNN was trained to name 1000 ImageNet classes in real photographs; the training
+scenes teach a head to name a few hundred things from one or two pictures each. On real photos the
+first knows more (``scripts/naming_probe.py``). This module carries the classifier's rows for the
+ImageNet classes whose WordNet lemma names one of the answers ("Egyptian cat" names "cat") and
+turns an attended grid cell into, per answer, log P(answer) under that classifier renormalised over
+the matched classes (0 for an answer without a match). The VQA model adds it to its answer logits
+with a fixed weight (``vqa.imagenet_weight``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def imagenet_lemmas() -> list[list[str]]:
+    """Each ImageNet-1k class's WordNet lemmas (lower case), in the classifier's order, read from the
+    copy that ships inside timm (nothing is downloaded)."""
+    import timm.data
+
+    info = Path(timm.data.__file__).parent / "_info"
+    synsets = (info / "imagenet_synsets.txt").read_text().split()
+    lemmas = dict(line.split("\t", 1) for line in (info / "imagenet_synset_to_lemma.txt").read_text().splitlines())
+    return [[w.strip().lower() for w in lemmas[s].split(",")] for s in synsets]
+
+
+def match_answers(answers: Sequence[str], lemmas: Sequence[Sequence[str]],
+                  plurals: dict[str, str] | None = None) -> list[list[int]]:
+    """Per answer, the ImageNet classes one of whose lemmas is the answer (or its plural: from
+    ``plurals``, else the answer + "s"), or ends in " answer" ("tabby cat" -> cat, not "catamaran")."""
+    out = []
+    for answer in answers:
+        forms = {answer, (plurals or {}).get(answer, answer + "s")}
+        out.append([c for c, names in enumerate(lemmas)
+                    if any(n in forms or any(n.endswith(" " + f) for f in forms) for n in names)])
+    return out
+
+
+class ImageNetEvidence(nn.Module):
+    """pooled head channels (B, C) -> (B, N): per answer, log P(answer) under the ImageNet classifier
+    renormalised over its K matched classes (an answer's classes summed); 0 for an answer without one.
+
+    Buffers, saved with the model: the K classifier rows ``weight`` (K, C) and ``bias`` (K,), and
+    ``membership`` (N, K), 1 where class k names answer n. ``fill`` sets them at training time."""
+
+    def __init__(self, num_classes: int, num_answers: int, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(num_classes, channels))
+        self.register_buffer("bias", torch.zeros(num_classes))
+        self.register_buffer("membership", torch.zeros(num_answers, num_classes))
+
+    @staticmethod
+    def classes_for(matches: Sequence[Sequence[int]]) -> list[int]:
+        """The ImageNet classes that name some answer, sorted: the K rows kept."""
+        return sorted({c for m in matches for c in m})
+
+    @torch.no_grad()
+    def fill(self, classifier: nn.Linear, matches: Sequence[Sequence[int]]) -> "ImageNetEvidence":
+        classes = self.classes_for(matches)
+        if len(classes) != self.weight.shape[0] or len(matches) != self.membership.shape[0]:
+            raise ValueError(f"{len(classes)} classes for {len(matches)} answers, built for "
+                             f"{self.weight.shape[0]} and {self.membership.shape[0]}")
+        row = {c: i for i, c in enumerate(classes)}
+        self.weight.copy_(classifier.weight[classes])
+        self.bias.copy_(classifier.bias[classes])
+        self.membership.zero_()
+        for n, m in enumerate(matches):
+            for c in m:
+                self.membership[n, row[c]] = 1.0
+        return self
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        p = torch.softmax(pooled @ self.weight.T + self.bias, dim=-1)  # (B, K)
+        evidence = torch.log((p @ self.membership.T).clamp(min=1e-30))  # (B, N): log sum of its classes' p
+        return torch.where(self.membership.sum(dim=1) > 0, evidence, torch.zeros_like(evidence))
