@@ -3,7 +3,8 @@
 # scratch on the two together, and write the model card figures of each test split (see the
 # README's model card for the time it takes). Usage:
 #   bash scripts/train_defaults.sh            (or: make defaults)
-# Needs the real-object sources (installed on demand here: scripts/install_object_sources.sh).
+# Needs the real-object sources (installed on demand here: scripts/install_object_sources.sh) and,
+# for the real-photo figures, gcompris-qt-data (scripts/install_real_photos.sh).
 # Environment: DATA (default data), RUNS (default runs), SHAPES / OBJECTS (training images of each),
 # VAL (validation images of each), TEST (test images of each), SEED (train/val seed), TEST_SEED (the
 # unseen seed of the test splits).
@@ -48,6 +49,8 @@ wait "$vqa_pid"
 wait "$caption_pid"
 stamp "trained"
 
+# the real photos' system package (GCompris's photographs; the Python packages' photos need nothing)
+bash scripts/install_real_photos.sh || echo "gcompris-qt-data not installed: its photos are skipped" >&2
 $PY scripts/model_card.py --captioner "$RUNS/default_caption/best.safetensors" \
   --vqa "$RUNS/default_vqa/best.safetensors" --data "shapes=$DATA/shapes_test" --data "objects=$DATA/objects_test" \
   --split test --real-photos --out "$RUNS/model_card" --install checkpoints
