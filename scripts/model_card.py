@@ -50,8 +50,15 @@ def _real_photos_markdown(report: dict) -> str:
     def ood(v: dict | None) -> str:
         return "n/a" if v is None else ("flagged" if v["out_of_domain"] else "passes") + f" ({v['score']:.2f})"
 
-    lines = ["| photo | right nouns | caption (beam 3) | names it | 'what is this?' | right | OOD (captioner / VQA) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| package | known things | captions name them | 'what is this?' right | known, flagged OOD "
+             "(captioner / VQA) | unknown things | unknown, flagged OOD (captioner / VQA) |", "|---|---|---|---|---|---|---|"]
+    for package, t in report["totals"]["by_package"].items():
+        lines.append(f"| {package} | {t['known_photos']} | {t['caption_names_it']} | {t['answer_right']} | "
+                     f"{t['known_flagged_out_of_domain']['captioner']} / {t['known_flagged_out_of_domain']['vqa']} | "
+                     f"{t['unknown_photos']} | {t['unknown_flagged_out_of_domain']['captioner']} / "
+                     f"{t['unknown_flagged_out_of_domain']['vqa']} |")
+    lines += ["", "| photo | right nouns | caption (beam 3) | names it | 'what is this?' | right | OOD (captioner / VQA) |",
+              "|---|---|---|---|---|---|---|"]
     for r in report["photos"]:
         known = r["known"]
         lines.append(f"| {r['name']} | {', '.join(r['nouns']) or '(unknown thing)'} | {r['caption']} | "

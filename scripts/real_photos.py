@@ -42,7 +42,7 @@ def score_photos(cap, vqa, photos, plurals: dict[str, str]) -> list[dict]:
         caption = cap.caption(image, beam_size=3)[0].text
         answer, p = vqa.answer(image, QUESTION, top_k=1)[0].answers[0]
         rows.append({
-            "name": spec.name, "nouns": list(spec.nouns), "known": spec.known,
+            "name": spec.name, "package": spec.package, "nouns": list(spec.nouns), "known": spec.known,
             "caption": caption, "caption_names_it": spec.known and names_thing(caption, forms),
             "answer": answer, "p": round(float(p), 3),
             "answer_right": spec.known and answer.strip().lower() in forms,
@@ -51,7 +51,8 @@ def score_photos(cap, vqa, photos, plurals: dict[str, str]) -> list[dict]:
     return rows
 
 
-def totals(rows: list[dict]) -> dict:
+def totals(rows: list[dict], by_package: bool = True) -> dict:
+    """Counts over the known and the unknown things (and with ``by_package`` the same per package)."""
     known = [r for r in rows if r["known"]]
     unknown = [r for r in rows if not r["known"]]
 
@@ -64,6 +65,8 @@ def totals(rows: list[dict]) -> dict:
         "answer_right": sum(r["answer_right"] for r in known),
         "known_flagged_out_of_domain": {"captioner": flagged(known, "ood_captioner"), "vqa": flagged(known, "ood_vqa")},
         "unknown_flagged_out_of_domain": {"captioner": flagged(unknown, "ood_captioner"), "vqa": flagged(unknown, "ood_vqa")},
+        **({"by_package": {p: totals([r for r in rows if r["package"] == p], by_package=False)
+                           for p in sorted({r["package"] for r in rows})}} if by_package else {}),
     }
 
 

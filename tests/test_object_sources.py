@@ -338,6 +338,7 @@ def test_real_photos_script_runs_on_tiny_checkpoints(tmp_path, capsys, monkeypat
     assert rows["orange"]["ood_vqa"] is None  # the tiny VQA model carries no statistics
     assert rows["orange"]["answer_right"] is False and rows["thing"]["known"] is False
     assert report["totals"]["known_photos"] == 1 and report["totals"]["unknown_photos"] == 1
+    assert report["totals"]["by_package"]["p"]["known_photos"] == 1 and rows["orange"]["package"] == "p"
     assert report["totals"]["known_flagged_out_of_domain"]["captioner"] == 1
     assert script.main(["--captioner", str(cap), "--vqa", str(vqa), "--photos", str(photos), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
