@@ -86,10 +86,17 @@ class CaptionDecoderConfig:
     # (as Up-Down's attention LSTM does), so the step after "red" looks for something red; in Show,
     # Attend and Tell the query is the hidden state alone, which has not seen that word yet
     word_query: bool = False
+    # recurrent decoders, > 0: add this x sigmoid(gate(output input)) x log P(word) under the encoder's
+    # ImageNet classifier (its classes matched to the words by WordNet lemma) on the attended cell
+    imagenet_weight: float = 0.0
+    imagenet_classes: int = 0  # set at training: how many ImageNet classes name some word
+    imagenet_channels: tuple[int, int] = (0, 0)  # set at training: the grid's head channels [start, stop)
 
     def __post_init__(self) -> None:
         if self.num_layers < 1:
             raise ValueError("decoder.num_layers must be >= 1")
+        if self.imagenet_weight < 0 or (self.imagenet_weight and self.cell == "transformer"):
+            raise ValueError("decoder.imagenet_weight must be >= 0 and is for the recurrent decoders")
         for name in ("deep_output", "word_query"):
             if getattr(self, name) and self.cell == "transformer":
                 raise ValueError(f"decoder.{name} is for the recurrent decoders (the Transformer's cross-attention "

@@ -11,8 +11,9 @@ with a fixed weight (``vqa.imagenet_weight``).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -31,8 +32,9 @@ def imagenet_lemmas() -> list[list[str]]:
 
 def match_answers(answers: Sequence[str], lemmas: Sequence[Sequence[str]],
                   plurals: dict[str, str] | None = None) -> list[list[int]]:
-    """Per answer, the ImageNet classes one of whose lemmas is the answer (or its plural: from
-    ``plurals``, else the answer + "s"), or ends in " answer" ("tabby cat" -> cat, not "catamaran")."""
+    """Per answer, the ImageNet classes one of whose lemmas is the answer or its other form (from
+    ``plurals``: its plural, or for a plural word its singular; else the answer + "s"), or ends in
+    " answer" ("Egyptian cat" -> cat, not "catamaran")."""
     out = []
     for answer in answers:
         forms = {answer, (plurals or {}).get(answer, answer + "s")}
@@ -42,7 +44,7 @@ def match_answers(answers: Sequence[str], lemmas: Sequence[Sequence[str]],
 
 
 class ImageNetEvidence(nn.Module):
-    """pooled head channels (B, C) -> (B, N): per answer, log P(answer) under the ImageNet classifier
+    """pooled head channels (B, C) -> (B, N): per answer (or caption word), log P(answer) under the ImageNet classifier
     renormalised over its K matched classes (an answer's classes summed); 0 for an answer without one.
 
     Buffers, saved with the model: the K classifier rows ``weight`` (K, C) and ``bias`` (K,), and
@@ -74,7 +76,46 @@ class ImageNetEvidence(nn.Module):
                 self.membership[n, row[c]] = 1.0
         return self
 
-    def forward(self, pooled: Tensor) -> Tensor:
-        p = torch.softmax(pooled @ self.weight.T + self.bias, dim=-1)  # (B, K)
-        evidence = torch.log((p @ self.membership.T).clamp(min=1e-30))  # (B, N): log sum of its classes' p
+    def class_logits(self, features: Tensor) -> Tensor:
+        """Head channels (..., C) -> the K kept classes' logits (..., K). Linear: the logits of an
+        attention-weighted cell are the same weighting of the cells' logits."""
+        return features @ self.weight.T + self.bias
+
+    def from_logits(self, logits: Tensor) -> Tensor:
+        """(..., K) class logits -> (..., N) evidence."""
+        p = torch.softmax(logits, dim=-1)
+        evidence = torch.log((p @ self.membership.T).clamp(min=1e-30))  # log of the sum of its classes' p
         return torch.where(self.membership.sum(dim=1) > 0, evidence, torch.zeros_like(evidence))
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        return self.from_logits(self.class_logits(pooled))
+
+
+def singulars(words: Sequence[str]) -> dict[str, str]:
+    """word -> its singular where it looks like a plural of another of ``words`` ("dogs" -> "dog",
+    "boxes" -> "box", "cherries" -> "cherry"): a caption's plural then shares its noun's classes."""
+    known = set(words)
+    out = {}
+    for w in words:
+        for cut, add in (("ies", "y"), ("es", ""), ("s", "")):
+            if w.endswith(cut) and w[: -len(cut)] + add in known:
+                out[w] = w[: -len(cut)] + add
+                break
+    return out
+
+
+def configure(cfg: Any, names: Sequence[str], encoder: Any, plurals: dict[str, str] | None = None) -> tuple[Any, list]:
+    """A model config (``vqa`` or ``decoder``) with ``imagenet_classes`` and ``imagenet_channels``
+    set for these answer or word ``names`` and ``encoder``, and the names' matched classes (for
+    ``ImageNetEvidence.fill``); the config unchanged and None when its ``imagenet_weight`` is 0."""
+    if not cfg.imagenet_weight:
+        return cfg, None
+    matches = match_answers(names, imagenet_lemmas(), plurals)
+    return dataclasses.replace(cfg, imagenet_classes=len(ImageNetEvidence.classes_for(matches)),
+                               imagenet_channels=encoder.head_channels()), matches
+
+
+def fill(module: Any, matches: list | None, encoder: Any) -> None:
+    """Fill ``module.imagenet`` (a VQA net or a caption decoder) from ``encoder``'s classifier."""
+    if matches is not None and module.imagenet is not None:
+        module.imagenet.fill(encoder.imagenet_classifier(), matches)

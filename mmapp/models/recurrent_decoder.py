@@ -17,6 +17,7 @@ from mmapp.config import CaptionDecoderConfig
 from mmapp.models.attention import AdditiveAttention
 from mmapp.models.cells import make_cell
 from mmapp.models.decoder_base import CaptionDecoder, State
+from mmapp.models.imagenet_evidence import ImageNetEvidence
 from mmapp.vocab import Vocab
 
 # (decoder, features, inputs, image_index) -> (logits, alpha): a faster loop computing what forward does.
@@ -43,11 +44,36 @@ class RecurrentAttentionDecoder(CaptionDecoder):
             make_cell(cfg.cell, (cfg.embed_dim + D) if i == 0 else S, S) for i in range(L))
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(S + (D if cfg.deep_output else 0), cfg.vocab_size)
+        # decoder.imagenet_weight: the ImageNet classifier's evidence for the words it can name
+        start, stop = cfg.imagenet_channels
+        self.imagenet = (ImageNetEvidence(cfg.imagenet_classes, cfg.vocab_size, stop - start)
+                         if cfg.imagenet_weight and cfg.imagenet_classes else None)
+        self.imagenet_gate = nn.Linear(self.output.in_features, 1) if self.imagenet is not None else None
         self.training_path: TrainingPath | None = None  # set by mmapp.speed.use_training_path
 
     def prepare(self, features: Tensor) -> State:
+        memory = {}
+        if self.imagenet is not None:  # every cell's ImageNet class logits (B, P, K), once per image
+            start, stop = self.cfg.imagenet_channels
+            memory["imagenet_logits"] = self.imagenet.class_logits(features[..., start:stop])
         features = self.project(features)  # (B, P, D')
-        return {"features": features, "keys": self.attention.project(features)}  # (B, P, D'), (B, P, A)
+        return {**memory, "features": features, "keys": self.attention.project(features)}  # (B, P, D'), (B, P, A)
+
+    def attended_logits(self, alpha: Tensor, memory: State) -> Tensor | None:
+        """alpha (B, P) -> the attended cell's ImageNet class logits (B, K); None without
+        ``decoder.imagenet_weight``."""
+        if self.imagenet is None:
+            return None
+        return torch.bmm(alpha.unsqueeze(1), memory["imagenet_logits"]).squeeze(1)
+
+    def word_logits(self, top: Tensor, attended: Tensor | None) -> Tensor:
+        """The output layer: top (..., S [+ D]) and the attended cells' class logits (..., K) or None
+        -> (..., V), plus the gated ImageNet evidence with ``decoder.imagenet_weight``."""
+        logits = self.output(self.dropout(top))
+        if attended is None:
+            return logits
+        gate = torch.sigmoid(self.imagenet_gate(top))  # (..., 1): a word's step decides how much to trust it
+        return logits + self.cfg.imagenet_weight * gate * self.imagenet.from_logits(attended)
 
     def init_state(self, memory: State) -> State:
         mean = memory["features"].mean(dim=1)  # (B, D)
@@ -76,7 +102,7 @@ class RecurrentAttentionDecoder(CaptionDecoder):
 
     def step(self, tokens: Tensor, state: State, memory: State) -> tuple[Tensor, Tensor, State]:
         top, alpha, state = self._advance(self.embedding(tokens), state, memory)
-        return self.output(self.dropout(top)), alpha, state
+        return self.word_logits(top, self.attended_logits(alpha, memory)), alpha, state
 
     def forward(self, features: Tensor, inputs: Tensor, image_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Teacher forcing (see ``CaptionDecoder.forward``): features (B, P, D) (or (I, P, D) with
@@ -95,13 +121,21 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         logits (B, T, V), attention (B, T, P)."""
         state = self.init_state(memory)
         embedded = self.embedding(inputs)  # (B, T, E)
-        tops, alphas = [], []
+        tops, alphas, attended = [], [], []
         for t in range(inputs.shape[1]):
             top, alpha, state = self._advance(embedded[:, t], state, memory)
             tops.append(top)
             alphas.append(alpha)
-        logits = self.output(self.dropout(torch.stack(tops, dim=1)))  # (B, T, V)
+            attended.append(self.attended_logits(alpha, memory))
+        logits = self.word_logits(torch.stack(tops, dim=1), stack_or_none(attended, dim=1))  # (B, T, V)
         return zero_after_end(inputs, logits, torch.stack(alphas, dim=1))  # (B, T, V), (B, T, P)
+
+
+def stack_or_none(parts: list[Tensor | None], dim: int = 0, cat: bool = False) -> Tensor | None:
+    """torch.stack (or torch.cat) of per-step tensors; None when the steps gave None."""
+    if not parts or parts[0] is None:
+        return None
+    return torch.cat(parts, dim=dim) if cat else torch.stack(parts, dim=dim)
 
 
 def caption_lengths(inputs: Tensor) -> Tensor | None:

@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from mmapp.models.recurrent_decoder import RecurrentAttentionDecoder, caption_lengths, zero_after_end
+from mmapp.models.recurrent_decoder import RecurrentAttentionDecoder, caption_lengths, stack_or_none, zero_after_end
 
 PATHS = ("plain", "shrink", "compile", "static")
 
@@ -69,14 +69,16 @@ def all_steps_forward(decoder: RecurrentAttentionDecoder, features: Tensor, inpu
     memory = decoder.prepare_for(features, image_index)
     state = decoder.init_state(memory)
     embedded = decoder.embedding(inputs).transpose(0, 1).contiguous()  # (T, B, E): same strides at every T
-    tops, alphas = [], []
+    tops, alphas, attended = [], [], []
     for t in range(inputs.shape[1]):
         top, alpha, state = advance(embedded[t], state, memory)
         tops.append(top)
         alphas.append(alpha)
+        attended.append(decoder.attended_logits(alpha, memory))
     hidden = torch.stack(tops, dim=1)  # (B, T, S) (S + D with deep_output)
     # The output layer runs once over all steps instead of once per step.
-    return decoder.output(decoder.dropout(hidden)), torch.stack(alphas, dim=1)  # (B, T, V), (B, T, P)
+    logits = decoder.word_logits(hidden, stack_or_none(attended, dim=1))  # (B, T, V)
+    return logits, torch.stack(alphas, dim=1)  # (B, T, V), (B, T, P)
 
 
 def shrinking_forward(decoder: RecurrentAttentionDecoder, features: Tensor, inputs: Tensor,
@@ -92,7 +94,7 @@ def shrinking_forward(decoder: RecurrentAttentionDecoder, features: Tensor, inpu
     memory = decoder.prepare_for(features, order if image_index is None else image_index.index_select(0, order))
     state = decoder.init_state(memory)
     embedded = decoder.embedding(inputs.index_select(0, order))  # (B, T, E) in sorted order
-    tops, alphas = [], []
+    tops, alphas, attended = [], [], []
     for t, rows in enumerate(rows_at):
         if rows == 0:
             break
@@ -102,11 +104,12 @@ def shrinking_forward(decoder: RecurrentAttentionDecoder, features: Tensor, inpu
         top, alpha, state = decoder._advance(embedded[:rows, t], state, memory)
         tops.append(top)
         alphas.append(alpha)
+        attended.append(decoder.attended_logits(alpha, memory))
     # Row-major (B*T) positions of the decoded steps, in the order they were appended (step by step).
     sorted_lengths = lengths.index_select(0, order)
     decoded = torch.arange(T, device=inputs.device) < sorted_lengths.unsqueeze(1)  # (B, T)
     positions = (order.unsqueeze(1) * T + torch.arange(T, device=inputs.device)).t()[decoded.t()]  # (M,) M decoded
-    packed = decoder.output(decoder.dropout(torch.cat(tops)))  # (M, V)
+    packed = decoder.word_logits(torch.cat(tops), stack_or_none(attended, cat=True))  # (M, V)
     logits = packed.new_zeros(B * T, packed.shape[-1]).index_copy(0, positions, packed)
     packed_alpha = torch.cat(alphas)  # (M, P)
     alpha = packed_alpha.new_zeros(B * T, packed_alpha.shape[-1]).index_copy(0, positions, packed_alpha)

@@ -19,6 +19,7 @@ from mmapp.data.mentions import load_scene_objects, present_keys
 from mmapp.distributed import DistInfo, gather
 from mmapp.losses import attention_grounding_loss, attention_grounding_loss_terms, caption_loss, caption_loss_terms
 from mmapp.metrics.caption_metrics import score_captions
+from mmapp.models import imagenet_evidence
 from mmapp.models.caption_decoder import build_caption_decoder
 from mmapp.models.decoding import beam_search
 from mmapp.run_config import RunConfig
@@ -44,7 +45,11 @@ class CaptionTask:
         self.vocab = build_caption_vocab(train_images, d.min_word_freq)
         cache, encoder, inputs = encoder_and_inputs(cfg)
         decoder_cfg = dataclasses.replace(cfg.decoder, vocab_size=len(self.vocab), encoder_dim=encoder.out_dim)
-        self.model = EncodedHead(encoder, build_caption_decoder(decoder_cfg))
+        words = self.vocab.words
+        decoder_cfg, matches = imagenet_evidence.configure(decoder_cfg, words, encoder, imagenet_evidence.singulars(words))
+        decoder = build_caption_decoder(decoder_cfg)
+        imagenet_evidence.fill(decoder, matches, encoder)  # decoder.imagenet_weight: the classes that name a word
+        self.model = EncodedHead(encoder, decoder)
         regions = None
         if cfg.train.grounding_weight > 0:  # word attention supervised by the named objects' boxes
             regions = CaptionRegions(d.train_instances, encoder.grid_size())

@@ -22,7 +22,7 @@ from mmapp.distributed import DistInfo, gather
 from mmapp.losses import attention_grounding_loss_terms, count_map_loss_terms, floats, vqa_loss_terms
 from mmapp.metrics.vqa_accuracy import accuracy_for
 from mmapp.models.answer_decoder import build_vqa_net
-from mmapp.models.imagenet_evidence import ImageNetEvidence, imagenet_lemmas, match_answers
+from mmapp.models import imagenet_evidence
 from mmapp.run_config import RunConfig
 from mmapp.speed.fixed_shapes import pad_vqa_batch
 from mmapp.tasks.common import EncodedHead, batched, encoder_and_inputs, ood_from_cache, shard
@@ -56,14 +56,9 @@ class VQATask:
         net_cfg = dataclasses.replace(cfg.vqa, vocab_size=len(self.vocab), num_answers=len(self.answers),
                                       encoder_dim=encoder.out_dim,
                                       answer_vocab_size=len(self.answer_words) if self.generate else 0)
-        matches = None
-        if net_cfg.imagenet_weight:  # the encoder's ImageNet classes that name an answer
-            matches = match_answers(self.answers.answers, imagenet_lemmas())
-            net_cfg = dataclasses.replace(net_cfg, imagenet_classes=len(ImageNetEvidence.classes_for(matches)),
-                                          imagenet_channels=encoder.head_channels())
+        net_cfg, matches = imagenet_evidence.configure(net_cfg, self.answers.answers, encoder)
         net = build_vqa_net(net_cfg)
-        if matches is not None and net.imagenet is not None:
-            net.imagenet.fill(encoder.imagenet_classifier(), matches)
+        imagenet_evidence.fill(net, matches, encoder)  # vqa.imagenet_weight: the classes that name an answer
         self.model = EncodedHead(encoder, net)
         kwargs = dict(max_question_len=d.max_question_len, image_files=index, **inputs)
         regions = centres = None
