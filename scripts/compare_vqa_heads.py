@@ -81,6 +81,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--latency-questions", type=int, default=100)
     parser.add_argument("--limit", type=int, default=0, help="only the first N images of each split (a smoke test)")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="only the answer latency (on the first --test split), e.g. again on a quiet machine; "
+                             "writes latency.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -96,6 +99,14 @@ def main() -> None:
         name, folder = item.split("=", 1)
         run = Path(folder)
         model = VQAModel.from_checkpoint(run / "best.safetensors", device="cpu")
+        if args.latency_only:
+            first, (folder_, data, ids) = next(iter(splits.items()))
+            if first not in grids:
+                grids[first] = split_grids(model, folder_, data, ids)
+            report["runs"][name] = {f"top_{k}": latency_ms(model, grids[first], data, ids, k, args.latency_questions)
+                                    for k in (1, 5)}
+            print(name, json.dumps(report["runs"][name]), flush=True)
+            continue
         entry: dict[str, Any] = {**epoch_seconds(run), "head": model.head.cfg.head,
                                  "image_first": model.head.cfg.image_first, "splits": {}}
         for split, (folder_, data, ids) in splits.items():
@@ -128,6 +139,9 @@ def main() -> None:
             print(f"  {split}: overall {s['overall']:.4f} outside {s['outside_accuracy']} "
                   f"({s['outside_questions']}) pointing {s['pointing']} answer-pointing {s['answer_word_pointing']}",
                   flush=True)
+    if args.latency_only:
+        (args.out / "latency.json").write_text(json.dumps(report, indent=1))
+        return
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
     (args.out / "table.md").write_text(markdown(report))
 
