@@ -37,7 +37,7 @@ from mmapp.data.objects.sources import read_vocabulary
 from mmapp.images import preprocess
 from mmapp.config import EncoderConfig
 from mmapp.models.encoder import build_encoder
-from mmapp.models.imagenet_evidence import imagenet_lemmas, match_answers
+from mmapp.models.imagenet_evidence import ImageNetEvidence, imagenet_lemmas, match_answers
 
 HEAD_CHANNELS = 1280  # EfficientNet-Lite0's head: what its ImageNet classifier reads
 
@@ -77,16 +77,12 @@ def boxed_objects(data: Path, features: Path, split: str) -> tuple[torch.Tensor,
 def imagenet_log_prior(pooled: torch.Tensor, classifier: torch.nn.Linear, match: dict[str, list[int]],
                        nouns: list[str]) -> torch.Tensor:
     """pooled (N, 1280) -> (N, len(nouns)): log P(noun) under the ImageNet classifier renormalised over
-    the matched classes (a noun's classes summed); 0 for a noun without a match."""
-    classes = sorted({c for n in nouns for c in match[n]})
-    index = {c: i for i, c in enumerate(classes)}
+    the matched classes (a noun's classes summed); 0 for a noun without a match. The heads' own
+    ``ImageNetEvidence``, so the probe measures what they are given."""
+    matches = [match[n] for n in nouns]
+    evidence = ImageNetEvidence(len(ImageNetEvidence.classes_for(matches)), len(nouns), pooled.shape[1])
     with torch.no_grad():
-        logp = torch.log_softmax(pooled @ classifier.weight[classes].T + classifier.bias[classes], dim=1)
-        out = torch.zeros(len(pooled), len(nouns))
-        for j, n in enumerate(nouns):
-            if match[n]:
-                out[:, j] = torch.logsumexp(logp[:, [index[c] for c in match[n]]], dim=1)
-    return out
+        return evidence.fill(classifier, matches)(pooled)
 
 
 def train_probe(x: torch.Tensor, y: torch.Tensor, classes: int, prior: torch.Tensor, beta: float,

@@ -6,7 +6,8 @@ first knows more (``scripts/naming_probe.py``). This module carries the classifi
 ImageNet classes whose WordNet lemma names one of the answers ("Egyptian cat" names "cat") and
 turns an attended grid cell into, per answer, log P(answer) under that classifier renormalised over
 the matched classes (0 for an answer without a match). The VQA model adds it to its answer logits
-with a fixed weight (``vqa.imagenet_weight``).
+(``vqa.imagenet_weight``) and the captioner to its word logits (``decoder.imagenet_weight``), each
+with a fixed weight.
 """
 
 from __future__ import annotations
