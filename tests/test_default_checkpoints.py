@@ -1,9 +1,9 @@
 """The committed default checkpoints, checked against the committed samples of test scenes (no retraining).
 
 These are regression guards, set below what the checkpoints (trained on shapes + objects) measured on
-the two 40-scene samples: shapes (CIDEr-D 3.69, BLEU-4 0.83, CHAIR-i 0.000 of 102 mentions, VQA 0.974,
-pointing game 0.991 for caption words and 0.993 for questions, chance ~0.06) and objects (new pictures
-of known things: CIDEr-D 1.05, VQA 0.446, count 0.775, pointing game 0.852 for questions about one
+the two 40-scene samples: shapes (CIDEr-D 3.69, BLEU-4 0.83, CHAIR-i 0.000 of 102 mentions, VQA 0.978,
+pointing game 0.991 for caption words and 1.000 for questions, chance ~0.06) and objects (new pictures
+of known things: CIDEr-D 1.05, VQA 0.458, count 0.725, pointing game 0.841 for questions about one
 object, chance ~0.28); the shapes hallucination guard is the issue's own target (5 %), the test
 splits' figures are in the README's model card. A broken, mismatched or untrained checkpoint falls
 far below them (an untrained captioner scores CIDEr-D ~0, an untrained VQA model ~0.2 accuracy).
@@ -58,7 +58,8 @@ def test_checkpoints_are_small_and_self_describing() -> None:
 
     for name, kind in (("captioner", "captioner"), ("vqa", "vqa")):
         path = CHECKPOINTS / f"{name}.safetensors"
-        assert path.stat().st_size < 8_000_000, f"{path} is {path.stat().st_size} bytes"
+        # the VQA model is the larger (9.7 MB): its readout (1,330 x 533) and the encoder's ImageNet rows
+        assert path.stat().st_size < 10_000_000, f"{path} is {path.stat().st_size} bytes"
         meta = read_meta(path)
         assert meta["kind"] == kind and meta["encoder"]["name"] == "tf_efficientnet_lite0"
         assert meta["grid"] == [14, 14] and "ood" in meta and "test_metrics" in meta["training"]
