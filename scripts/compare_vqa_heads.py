@@ -169,6 +169,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {split}: pointing game, answer words' maps | "
                      + " | ".join(fmt(r["answer_word_pointing"]) for r in rows) + " |")
     lines.append("| epochs trained | " + " | ".join(str(runs[n]["epochs"]) for n in names) + " |")
+    lines.append("| validation accuracy by epoch | "
+                 + " | ".join(" / ".join(f"{v:.3f}" for v in runs[n]["val_accuracy"]) for n in names) + " |")
+    lines.append("| training seconds per epoch (median) | "
+                 + " | ".join(f"{runs[n]['train_s_per_epoch']:.0f}" for n in names) + " |")
     lines.append("| answer latency, ms per question, top-1 | "
                  + " | ".join(f"{runs[n]['latency_ms']['top_1']:.1f}" for n in names) + " |")
     lines.append("| answer latency, ms per question, top-5 | "
