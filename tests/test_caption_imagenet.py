@@ -120,3 +120,20 @@ def test_a_captioner_with_evidence_trains_through_the_trainer(tmp_path, coco_cac
     assert captioner.head.imagenet is not None and captioner.head.cfg.imagenet_classes > 0
     (result,) = captioner.caption(str(next(p for p in sorted((REPO / "datasets" / "fixtures" / "coco" / "val2014").iterdir()))), beam_size=2)
     assert result.text and result.attention.shape[0] == len(result.tokens)
+
+
+def test_the_evidence_sums_each_answers_classes_and_is_rebuilt_on_load():
+    from mmapp.models.imagenet_evidence import ImageNetEvidence
+
+    torch.manual_seed(0)
+    classifier = torch.nn.Linear(8, 10)
+    matches = [[2], [], [5, 7], [2, 9]]  # answer 1 has no class; class 2 names two answers
+    evidence = ImageNetEvidence(4, len(matches), 8).fill(classifier, matches)
+    logits = torch.randn(3, 4)
+    p = logits.softmax(-1)  # over the kept classes 2, 5, 7, 9
+    expected = torch.stack([p[:, 0].log(), torch.zeros(3), (p[:, 1] + p[:, 2]).log(), (p[:, 0] + p[:, 3]).log()], -1)
+    torch.testing.assert_close(evidence.from_logits(logits), expected)
+    loaded = ImageNetEvidence(4, len(matches), 8)
+    loaded.load_state_dict(evidence.state_dict())  # the pairs are derived, not saved
+    assert "pair_answer" not in evidence.state_dict()
+    torch.testing.assert_close(loaded.from_logits(logits), expected)

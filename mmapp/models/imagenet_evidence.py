@@ -49,13 +49,27 @@ class ImageNetEvidence(nn.Module):
     renormalised over its K matched classes (an answer's classes summed); 0 for an answer without one.
 
     Buffers, saved with the model: the K classifier rows ``weight`` (K, C) and ``bias`` (K,), and
-    ``membership`` (N, K), 1 where class k names answer n. ``fill`` sets them at training time."""
+    ``membership`` (N, K), 1 where class k names answer n. ``fill`` sets them at training time.
+    Derived from ``membership`` (not saved; rebuilt on fill and on load): its nonzero (answer, class)
+    pairs and which answers have a class. A class names one answer or a few, so summing each
+    answer's class probabilities over the pairs costs a few hundred additions where the product with
+    the dense (N, K) matrix read all of it; a caption decoder does that at every step."""
 
     def __init__(self, num_classes: int, num_answers: int, channels: int) -> None:
         super().__init__()
         self.register_buffer("weight", torch.zeros(num_classes, channels))
         self.register_buffer("bias", torch.zeros(num_classes))
         self.register_buffer("membership", torch.zeros(num_answers, num_classes))
+        for name, dtype in (("pair_answer", torch.long), ("pair_class", torch.long), ("has_class", torch.bool)):
+            self.register_buffer(name, torch.zeros(0, dtype=dtype), persistent=False)
+        self._index_pairs()
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._index_pairs())
+
+    @torch.no_grad()
+    def _index_pairs(self) -> None:
+        answer, cls = self.membership.nonzero(as_tuple=True)  # (M,) each
+        self.pair_answer, self.pair_class = answer, cls
+        self.has_class = self.membership.sum(dim=1) > 0  # (N,)
 
     @staticmethod
     def classes_for(matches: Sequence[Sequence[int]]) -> list[int]:
@@ -75,6 +89,7 @@ class ImageNetEvidence(nn.Module):
         for n, m in enumerate(matches):
             for c in m:
                 self.membership[n, row[c]] = 1.0
+        self._index_pairs()
         return self
 
     def class_logits(self, features: Tensor) -> Tensor:
@@ -85,8 +100,9 @@ class ImageNetEvidence(nn.Module):
     def from_logits(self, logits: Tensor) -> Tensor:
         """(..., K) class logits -> (..., N) evidence."""
         p = torch.softmax(logits, dim=-1)
-        evidence = torch.log((p @ self.membership.T).clamp(min=1e-30))  # log of the sum of its classes' p
-        return torch.where(self.membership.sum(dim=1) > 0, evidence, torch.zeros_like(evidence))
+        summed = p.new_zeros(*p.shape[:-1], self.membership.shape[0])  # (..., N): the sum of its classes' p
+        summed.index_add_(-1, self.pair_answer, p.index_select(-1, self.pair_class))
+        return summed.clamp(min=1e-30).log().masked_fill(~self.has_class, 0.0)  # 0 without a class
 
     def forward(self, pooled: Tensor) -> Tensor:
         return self.from_logits(self.class_logits(pooled))
