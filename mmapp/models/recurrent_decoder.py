@@ -17,6 +17,7 @@ from mmapp.config import CaptionDecoderConfig
 from mmapp.models.attention import AdditiveAttention
 from mmapp.models.cells import make_cell
 from mmapp.models.decoder_base import CaptionDecoder, State
+from mmapp.models.image_rows import weighted_sum
 from mmapp.models.imagenet_evidence import ImageNetEvidence
 from mmapp.vocab import Vocab
 
@@ -30,6 +31,10 @@ class RecurrentAttentionDecoder(CaptionDecoder):
 
     The cell is ``cfg.cell``: lstm (default), gru, peephole or rnn; ``cfg.num_layers`` >= 1.
     """
+
+    # the memory entries a step reads only through ``weighted_sum`` (a training path may hold them
+    # as ``ImageRows``, one row per image); the others it reads row by row
+    weighted_memory = ("features", "imagenet_logits")
 
     def __init__(self, cfg: CaptionDecoderConfig) -> None:
         super().__init__(cfg)
@@ -64,7 +69,7 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         ``decoder.imagenet_weight``."""
         if self.imagenet is None:
             return None
-        return torch.bmm(alpha.unsqueeze(1), memory["imagenet_logits"]).squeeze(1)
+        return weighted_sum(alpha, memory["imagenet_logits"])
 
     def word_logits(self, top: Tensor, attended: Tensor | None) -> Tensor:
         """The output layer: top (..., S [+ D]) and the attended cells' class logits (..., K) or None

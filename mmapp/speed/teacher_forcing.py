@@ -7,7 +7,8 @@ loop (``RecurrentAttentionDecoder.forward``, every row through every step):
 * ``shrink`` (what ``mmapp train`` uses): rows sorted by length and the batch shrinking as captions
   end, like the Show-Attend-Tell tutorial, and the output layer run once on the decoded steps. The
   steps that read ``<end>`` or ``<pad>`` are never computed; their logits and attention are 0, as in
-  the plain loop;
+  the plain loop. The memory a step reads with weights stays one row per image
+  (``mmapp.models.image_rows``), not one copy per caption;
 * ``compile`` (``train.compile=true``, GPU training): every row through every step with the per-word
   update compiled by ``torch.compile`` (fixed shapes fuse best), padded steps zeroed afterwards; the
   first batches pay the compilation;
@@ -27,6 +28,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from mmapp.models.image_rows import ImageRows
 from mmapp.models.recurrent_decoder import RecurrentAttentionDecoder, caption_lengths, stack_or_none, zero_after_end
 
 PATHS = ("plain", "shrink", "compile", "static")
@@ -81,6 +83,15 @@ def all_steps_forward(decoder: RecurrentAttentionDecoder, features: Tensor, inpu
     return logits, torch.stack(alphas, dim=1)  # (B, T, V), (B, T, P)
 
 
+def _rows_of_images(decoder: RecurrentAttentionDecoder, memory: dict, image_of_row: Tensor) -> tuple[dict, dict]:
+    """Per-image memory and initial state -> one row per caption (``image_of_row`` (R,)): the entries
+    the decoder reads only with weights as ``ImageRows``, the rest (and the state) copied per row."""
+    state = {name: v.index_select(0, image_of_row) for name, v in decoder.init_state(memory).items()}
+    rows = {name: ImageRows.for_rows(v, image_of_row) if name in decoder.weighted_memory
+            else v.index_select(0, image_of_row) for name, v in memory.items()}
+    return rows, state
+
+
 def shrinking_forward(decoder: RecurrentAttentionDecoder, features: Tensor, inputs: Tensor,
                       image_index: Tensor | None) -> tuple[Tensor, Tensor]:
     """The plain forward's result with the steps that read ``<end>``/``<pad>`` never computed:
@@ -91,8 +102,8 @@ def shrinking_forward(decoder: RecurrentAttentionDecoder, features: Tensor, inpu
     B, T = inputs.shape
     order = torch.argsort(lengths, descending=True, stable=True)  # (B,) longest first
     rows_at = (lengths.unsqueeze(1) > torch.arange(T, device=inputs.device)).sum(dim=0).tolist()  # per step
-    memory = decoder.prepare_for(features, order if image_index is None else image_index.index_select(0, order))
-    state = decoder.init_state(memory)
+    image_of_row = order if image_index is None else image_index.index_select(0, order)  # (B,) sorted rows' images
+    memory, state = _rows_of_images(decoder, decoder.prepare(features), image_of_row)
     embedded = decoder.embedding(inputs.index_select(0, order))  # (B, T, E) in sorted order
     tops, alphas, attended = [], [], []
     for t, rows in enumerate(rows_at):
