@@ -165,6 +165,15 @@ def test_vqa_image_index_equals_repeated_features(options: dict) -> None:
     expected_logits, expected_attention = net(features[image_index], questions, lengths)
     assert torch.allclose(logits, expected_logits, atol=1e-6)
     assert torch.allclose(attention, expected_attention, atol=1e-6)
+    # and the same gradients (the per-question copy of the keys is worked on in place)
+    params = [p for p in net.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(logits.square().sum() + attention[:, 0, 4].sum(), params, allow_unused=True)
+    expected = torch.autograd.grad(expected_logits.square().sum() + expected_attention[:, 0, 4].sum(), params,
+                                   allow_unused=True)
+    for got, want in zip(grads, expected):
+        assert (got is None) == (want is None)
+        if got is not None:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("options", VQA_VARIANTS, ids=VQA_IDS)
@@ -318,3 +327,36 @@ def test_word_query_makes_the_attention_depend_on_the_word_just_written() -> Non
         assert torch.allclose(alpha_a, alpha_b) != word_query
     with pytest.raises(ValueError, match="word_query"):
         CaptionDecoderConfig(vocab_size=V, cell="transformer", word_query=True)
+
+
+@pytest.mark.parametrize("image_first", [False, True])
+def test_vqa_layer_norm_scale_and_shift_applied_after_the_weighted_sums_change_nothing(image_first, monkeypatch):
+    """``VQANet.normalise`` leaves the LayerNorm's scale and shift out of the grid and applies them
+    after the glimpses, the readout and the mean (``ChannelAffine``): the same logits and gradients as
+    the LayerNorm applied to the grid."""
+    from mmapp.models import vqa as vqa_module
+
+    torch.manual_seed(0)
+    net = _vqa(feature_norm="layer", coords=True, count=True, relation=True, count_map=4, count_context=5,
+               readout=True, image_first=image_first).train()
+    with torch.no_grad():  # a LayerNorm far from the identity it starts as
+        net.norm.weight.uniform_(0.5, 2.0)
+        net.norm.bias.uniform_(-1.0, 1.0)
+    features, image_index = torch.randn(2, 9, D), torch.tensor([1, 1, 0])
+    questions, lengths = _questions()
+
+    def logits_and_grads():
+        net.zero_grad()
+        logits, attention = net(features, questions, lengths, image_index)
+        (logits.square().sum() + attention[:, 1, 3].sum()).backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    logits, grads = logits_and_grads()
+    assert grads["norm.weight"].abs().sum() > 0 and grads["norm.bias"].abs().sum() > 0
+    # the reference: the whole LayerNorm on the grid, nothing left to apply afterwards
+    monkeypatch.setattr(vqa_module.VQANet, "normalise", lambda self, f: (self.norm(f), vqa_module.ChannelAffine()))
+    expected_logits, expected_grads = logits_and_grads()
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-5, atol=1e-5)
+    assert grads.keys() == expected_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-5, msg=name)

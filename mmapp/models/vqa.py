@@ -40,6 +40,34 @@ def glimpse_offsets(attention: Tensor) -> Tensor:
     return (where[:, pairs[0]] - where[:, pairs[1]]).flatten(1)  # (B, G(G-1))
 
 
+class ChannelAffine:
+    """A per-channel ``x * scale + shift`` (the LayerNorm's own, left out of the normalised grid), or
+    the identity (``scale`` None). It commutes with a weighted sum whose weights sum to 1 (a glimpse,
+    a mean) and folds into a linear layer, so the grid itself needs no gradient: the features are
+    frozen, and the (B, P, D) backward passes that only carried the LayerNorm's gradient are gone."""
+
+    def __init__(self, scale: Tensor | None = None, shift: Tensor | None = None) -> None:
+        self.scale, self.shift = scale, shift
+
+    def extended(self, channels: int) -> "ChannelAffine":
+        """The same map over ``channels`` more channels (e.g. cell coordinates), left as they are."""
+        if self.scale is None:
+            return self
+        return ChannelAffine(torch.cat([self.scale, self.scale.new_ones(channels)]),
+                             torch.cat([self.shift, self.shift.new_zeros(channels)]))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """(..., D) -> (..., D): the grid, or a sum of it with weights summing to 1."""
+        return x if self.scale is None else torch.addcmul(self.shift, x, self.scale)
+
+    def linear(self, layer: nn.Linear, x: Tensor) -> Tensor:
+        """``layer(self(x))`` computed as one linear map of x."""
+        if self.scale is None:
+            return layer(x)
+        bias = layer.weight @ self.shift + (layer.bias if layer.bias is not None else 0.0)
+        return F.linear(x, layer.weight * self.scale, bias)
+
+
 def attend_per_image(weights: Tensor, features: Tensor, image_index: Tensor) -> Tensor:
     """weights (B, G, P) of B questions, features (I, P, D) of I images, image_index (B,)
     -> (B, G, D) with row b = weights[b] @ features[image_index[b]].
@@ -116,16 +144,19 @@ class GlimpseAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, features: Tensor, question: Tensor, image_index: Tensor | None = None,
-                with_joint: bool = False):
+                with_joint: bool = False, affine: ChannelAffine | None = None):
         """features (B, P, D), question (B, Q) -> attention logits (B, G + extra_maps, P) (softmax
         over P gives the glimpses), and with ``with_joint`` the joint features (B, P, A) they are scored from.
 
         With ``image_index`` (B,), features are (I, P, D) and question b is about image ``image_index[b]``.
+        With ``affine``, the features are ``affine(features)``.
         """
-        keys = self.dropout(self.feature_proj(features))  # (I or B, P, A): once per image
-        if image_index is not None:
-            keys = keys.index_select(0, image_index)  # (B, P, A)
-        joint = F.relu(keys + self.question_proj(self.dropout(question)).unsqueeze(1))  # (B, P, A)
+        keys = self.dropout((affine or ChannelAffine()).linear(self.feature_proj, features))  # (I or B, P, A): once per image
+        query = self.question_proj(self.dropout(question)).unsqueeze(1)  # (B, 1, A)
+        if image_index is not None:  # a copy per question, then in place on it (two (B, P, A) tensors fewer)
+            joint = keys.index_select(0, image_index).add_(query).relu_()  # (B, P, A)
+        else:
+            joint = F.relu(keys + query)  # (B, P, A)
         logits = self.score(self.dropout(joint)).transpose(1, 2)  # (B, G + extra_maps, P)
         return (logits, joint) if with_joint else logits
 
@@ -209,10 +240,10 @@ class VQANet(nn.Module):
         """features (B, P, D) (or (I, P, D) for I images with ``image_index`` (B,) naming each
         question's image), questions (B, L), lengths (B,) -> logits (B, N), attention (B, G, P),
         and with ``with_count_map`` the count map's logits (B, P) (``vqa.count_map``; None without)."""
-        normalised, fused, attention, count_map = self.encode(features, questions, lengths, image_index)
+        grid, affine, fused, attention, count_map = self.encode_parts(features, questions, lengths, image_index)
         logits = self.classifier(fused)  # (B, N)
         if self.readout is not None:
-            logits = logits + self.read_out(features, normalised, fused, attention, image_index)
+            logits = logits + self.read_out(features, grid, affine, fused, attention, image_index)
         if with_count_map:
             return logits, attention, count_map
         return logits, attention
@@ -225,25 +256,26 @@ class VQANet(nn.Module):
             return torch.bmm(weights, features.index_select(0, image_index))
         return attend_per_image(weights, features, image_index)
 
-    def read_out(self, features: Tensor, normalised: Tensor, fused: Tensor, attention: Tensor,
+    def read_out(self, features: Tensor, grid: Tensor, affine: ChannelAffine, fused: Tensor, attention: Tensor,
                  image_index: Tensor | None) -> Tensor:
-        """``vqa.readout``: the glimpses' mean map's attended cell (normalised, B x D') through a linear
-        layer, plus ``vqa.imagenet_weight`` x the ImageNet evidence of its raw head channels, all
-        scaled by sigmoid(gate(fused)) (B, 1), so that a question can shut it off -> (B, N)."""
+        """``vqa.readout``: the glimpses' mean map's attended cell (normalised: ``affine(grid)``, B x D')
+        through a linear layer, plus ``vqa.imagenet_weight`` x the ImageNet evidence of its raw head
+        channels, all scaled by sigmoid(gate(fused)) (B, 1), so that a question can shut it off -> (B, N)."""
         where = attention.mean(dim=1, keepdim=True)  # (B, 1, P)
-        out = self.readout(self.pool(where, normalised, image_index).squeeze(1))  # (B, N)
+        out = self.readout(affine(self.pool(where, grid, image_index).squeeze(1)))  # (B, N)
         if self.imagenet is not None:
             start, stop = self.cfg.imagenet_channels
             head = self.pool(where, features[..., start:stop], image_index).squeeze(1)  # (B, C)
             out = out + self.cfg.imagenet_weight * self.imagenet(head)
         return torch.sigmoid(self.readout_gate(fused)) * out
 
-    def question_start(self, features: Tensor, image_index: Tensor | None) -> tuple[Tensor, Tensor] | None:
-        """Normalised features (B or I, P, D) -> the question LSTM's (h0, c0) (B, Q) each with
-        ``vqa.image_first``, else None."""
+    def question_start(self, grid: Tensor, image_index: Tensor | None, affine: ChannelAffine | None = None
+                       ) -> tuple[Tensor, Tensor] | None:
+        """Normalised features ``affine(grid)`` (B or I, P, D) -> the question LSTM's (h0, c0) (B, Q)
+        each with ``vqa.image_first``, else None."""
         if self.image_init is None:
             return None
-        pooled = features.mean(dim=1)  # (B or I, D)
+        pooled = (affine or ChannelAffine())(grid.mean(dim=1))  # (B or I, D)
         if image_index is not None:
             pooled = pooled.index_select(0, image_index)  # (B, D)
         h0, c0 = self.image_init(pooled).chunk(2, dim=-1)  # (B, Q) x2
@@ -253,20 +285,36 @@ class VQANet(nn.Module):
                ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """What both heads read (inputs as ``forward``) -> normalised features (B or I, P, D'), the
         fused image + question (B, F), glimpse attention (B, G, P), count-map logits (B, P) or None."""
-        features = self.norm(features) if self.norm is not None else F.normalize(features, dim=-1)
-        question = self.question_encoder(questions, lengths, self.question_start(features, image_index),
+        grid, affine, fused, attention, count_map = self.encode_parts(features, questions, lengths, image_index)
+        return affine(grid), fused, attention, count_map
+
+    def normalise(self, features: Tensor) -> tuple[Tensor, ChannelAffine]:
+        """features (B or I, P, D) -> (grid, affine): the normalised features are ``affine(grid)``; with
+        ``vqa.feature_norm=layer`` the grid is the LayerNorm's output without its scale and shift."""
+        if self.norm is None:
+            return F.normalize(features, dim=-1), ChannelAffine()
+        grid = F.layer_norm(features, self.norm.normalized_shape, None, None, self.norm.eps)
+        return grid, ChannelAffine(self.norm.weight, self.norm.bias)
+
+    def encode_parts(self, features: Tensor, questions: Tensor, lengths: Tensor, image_index: Tensor | None = None
+                     ) -> tuple[Tensor, ChannelAffine, Tensor, Tensor, Tensor | None]:
+        """``encode`` with the normalised features left as (grid, affine) (``normalise``)."""
+        grid, affine = self.normalise(features)
+        question = self.question_encoder(questions, lengths, self.question_start(grid, image_index, affine),
                                          packed=not self.static_shapes)  # (B, Q)
         if self.cfg.coords:
-            features = torch.cat([features, cell_coordinates(features)], dim=-1)  # (B or I, P, D + 2)
+            grid = torch.cat([grid, cell_coordinates(grid)], dim=-1)  # (B or I, P, D + 2)
+            affine = affine.extended(2)
         if self.count_head is not None:
-            logits, joint = self.attention(features, question, image_index, with_joint=True)  # (B, G, P), (B, P, A)
+            logits, joint = self.attention(grid, question, image_index, with_joint=True,
+                                           affine=affine)  # (B, G, P), (B, P, A)
             count_map = self.count_head(joint)  # (B, P): where the asked-about objects are
         else:
-            logits = self.attention(features, question, image_index)  # (B, G (+1), P)
+            logits = self.attention(grid, question, image_index, affine=affine)  # (B, G (+1), P)
             count_map = logits[:, -1] if self.cfg.count_map else None  # (B, P)
         logits = logits[:, : self.cfg.glimpses]  # (B, G, P)
         attention = logits.softmax(dim=-1)
-        glimpses = self.pool(attention, features, image_index).flatten(1)  # (B, G*D)
+        glimpses = affine(self.pool(attention, grid, image_index)).flatten(1)  # (B, G*D)
         if self.cfg.count:
             glimpses = torch.cat([glimpses, torch.sigmoid(logits).sum(dim=-1)], dim=-1)  # (B, G*D + G)
         if self.fuse_image is None:
@@ -283,4 +331,4 @@ class VQANet(nn.Module):
         if count_map is not None:
             count = torch.sigmoid(count_map).sum(dim=-1)  # (B,)
             fused = torch.cat([fused, soft_count_bins(count, self.cfg.count_map)], dim=-1)  # (B, ... + C + 1)
-        return features, fused, attention, count_map
+        return grid, affine, fused, attention, count_map
