@@ -55,12 +55,14 @@ def _tutorial_step_times(sizes: Sizes, features: Tensor, captions: Tensor, lengt
     return timed(lambda: tutorial_train_step(ref, optimizer, features, padded, caplens), sizes.train_repeats)
 
 
-def _mmapp_step_times(sizes: Sizes, features: Tensor, captions: Tensor, image_index: Tensor | None) -> list[float]:
-    """Seconds per optimizer step of mmapp's engine, from its ``on_step`` callback (first step untimed)."""
+def _mmapp_step_times(sizes: Sizes, features: Tensor, captions: Tensor, image_index: Tensor | None,
+                      decoder: torch.nn.Module | None = None, path: str = "shrink") -> list[float]:
+    """Seconds per optimizer step of mmapp's engine, from its ``on_step`` callback (first step untimed),
+    training ``decoder`` (default: the tutorial's, converted) with teacher-forcing ``path``."""
     import time
 
-    decoder = to_mmapp(reference_decoder(sizes)).train()
-    use_training_path(decoder, "shrink")  # what mmapp train uses
+    decoder = (decoder or to_mmapp(reference_decoder(sizes))).train()
+    use_training_path(decoder, path)  # shrink: what mmapp train uses
     optimizer = torch.optim.Adam(decoder.parameters(), lr=4e-4)
     batch = {"visual": features, "captions": captions, "image_index": image_index}
 
@@ -75,6 +77,38 @@ def _mmapp_step_times(sizes: Sizes, features: Tensor, captions: Tensor, image_in
                     Precision(None, False), grad_clip=5.0, on_step=lambda *_: stamps.append(time.perf_counter()))
     ends = [start] + stamps
     return [b - a for a, b in zip(ends, ends[1:])][1:]
+
+
+def shipped_captioner_training(sizes: Sizes) -> list[Figure]:
+    """Captions/s of one training step of the shipped captioner's own decoder (its stored config:
+    ImageNet evidence, 14x14 joined grid + pixels; ``checkpoints/captioner.safetensors``; no rows
+    without it) as ``make defaults`` trains it: 32 images x 5 captions (mean 12 tokens), ``shrink``
+    against the plain loop (every caption through every step, the memory copied per caption)."""
+    from mmapp.checkpoint import load_head
+    from mmapp.inference import default_checkpoint
+
+    path = default_checkpoint("captioner")
+    if not path.is_file():
+        return []
+    head, meta, _ = load_head(path, "captioner")
+    cfg = head.cfg
+    images, per_image = (32, 5) if sizes.batch >= 64 else (4, 5)
+    g = torch.Generator().manual_seed(3)
+    captions, _ = caption_batch(images * per_image, cfg.vocab_size, g)
+    features = grid(images, 14, cfg.encoder_dim, 3)
+    image_index = torch.arange(images * per_image) // per_image
+    rates = {}
+    for path_name in ("plain", "shrink"):
+        rates[path_name] = _mmapp_step_times(sizes, features, captions, image_index, decoder=head, path=path_name)
+    plain, shrink = (images * per_image / median(rates[k]) for k in ("plain", "shrink"))
+    what = f"{images} images x {per_image} captions, vocabulary {cfg.vocab_size}, grid 14x14x{cfg.encoder_dim}"
+    return [
+        Figure(GROUP_TRAIN, f"shipped captioner's decoder, plain loop ({what})", plain, "captions/s", True,
+               note=f"{median(rates['plain']) * 1e3:.0f} ms/step", samples=rates["plain"]),
+        Figure(GROUP_TRAIN, f"shipped captioner's decoder, shrinking loop (what mmapp train runs; {what})", shrink,
+               "captions/s", True, "plain loop (same run)", against(shrink, plain, True), None,
+               f"{median(rates['shrink']) * 1e3:.0f} ms/step", rates["shrink"]),
+    ]
 
 
 def training(sizes: Sizes, side: int) -> list[Figure]:

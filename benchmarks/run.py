@@ -66,7 +66,8 @@ def run_groups(groups: list[str], sizes: Sizes, work: Path, log) -> tuple[list[F
     def encoder_figures() -> list[Figure]:
         return encoding.encoder_by_batch(sizes)
 
-    group("train", lambda: captioning.training(sizes, 7) + captioning.training(sizes, 14))
+    group("train", lambda: captioning.training(sizes, 7) + captioning.training(sizes, 14)
+          + captioning.shipped_captioner_training(sizes))
     group("beam", lambda: captioning.beam(sizes, 7, 3, batched=True) + captioning.beam(sizes, 7, 5, batched=False)
           + captioning.beam(sizes, 14, 3, batched=False))
     group("encoder", encoder_figures)

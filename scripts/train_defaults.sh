@@ -7,11 +7,12 @@
 # for the real-photo figures, gcompris-qt-data (scripts/install_real_photos.sh).
 # Environment: DATA (default data), RUNS (default runs), SHAPES / OBJECTS (training images of each),
 # VAL (validation images of each), TEST (test images of each), SEED (train/val seed), TEST_SEED (the
-# unseen seed of the test splits).
+# unseen seed of the test splits), INSTALL (where the model card installs the new checkpoints,
+# default checkpoints; empty: nowhere, e.g. to time a run without replacing the shipped ones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-DATA=${DATA:-data} RUNS=${RUNS:-runs}
+DATA=${DATA:-data} RUNS=${RUNS:-runs} INSTALL=${INSTALL-checkpoints}
 SHAPES=${SHAPES:-8000} OBJECTS=${OBJECTS:-6000} VAL=${VAL:-300} TEST=${TEST:-1000} SEED=${SEED:-0} TEST_SEED=${TEST_SEED:-1234}
 start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
@@ -53,5 +54,5 @@ stamp "trained"
 bash scripts/install_real_photos.sh || echo "gcompris-qt-data not installed: its photos are skipped" >&2
 $PY scripts/model_card.py --captioner "$RUNS/default_caption/best.safetensors" \
   --vqa "$RUNS/default_vqa/best.safetensors" --data "shapes=$DATA/shapes_test" --data "objects=$DATA/objects_test" \
-  --split test --real-photos --out "$RUNS/model_card" --install checkpoints
+  --split test --real-photos --out "$RUNS/model_card" ${INSTALL:+--install "$INSTALL"}
 stamp "defaults rebuilt"
