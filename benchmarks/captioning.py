@@ -90,7 +90,7 @@ def shipped_captioner_training(sizes: Sizes) -> list[Figure]:
     path = default_checkpoint("captioner")
     if not path.is_file():
         return []
-    head, meta, _ = load_head(path, "captioner")
+    head, _, _ = load_head(path, "captioner")
     cfg = head.cfg
     images, per_image = (32, 5) if sizes.batch >= 64 else (4, 5)
     g = torch.Generator().manual_seed(3)

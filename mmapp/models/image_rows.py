@@ -10,6 +10,7 @@ for the memory is a product over the image's C captions.
 
 ``weighted_sum`` is the one place a decoder reads a memory with weights: a plain (B, P, D) tensor
 (decoding, evaluation) or an ``ImageRows`` (``mmapp.speed.teacher_forcing``'s shrinking forward).
+The VQA model reads each image's grid for its questions the same way (``vqa.attend_per_image``).
 """
 
 from __future__ import annotations
@@ -41,18 +42,14 @@ class ImageRows:
     def __getitem__(self, rows: slice) -> "ImageRows":
         return ImageRows(self.values, self.slot[rows], self.captions_per_image)
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """(R, P, D), as the copied (one row per caption) memory would be."""
-        return (len(self.slot), *self.values.shape[1:])
-
     def weighted(self, alpha: Tensor) -> Tensor:
-        """alpha (R, P) -> (R, D): sum_p alpha[r, p] values[image of r, p]."""
+        """alpha (R, ..., P) -> (R, ..., D): sum_p alpha[r, .., p] values[image of r, p] (the "..."
+        e.g. a VQA model's G glimpses per question)."""
         I, P, D = self.values.shape
-        C = self.captions_per_image
-        placed = alpha.new_zeros(I * C, P).index_copy(0, self.slot, alpha)  # (I * C, P), 0 where no row
-        summed = torch.bmm(placed.view(I, C, P), self.values).view(I * C, D)  # (I * C, D)
-        return summed.index_select(0, self.slot)  # (R, D)
+        C, middle = self.captions_per_image, alpha.shape[1:-1]
+        placed = alpha.new_zeros(I * C, *alpha.shape[1:]).index_copy(0, self.slot, alpha)  # 0 where no row
+        summed = torch.bmm(placed.view(I, -1, P), self.values).view(I * C, *middle, D)  # (I * C, ..., D)
+        return summed.index_select(0, self.slot)  # (R, ..., D)
 
 
 def weighted_sum(alpha: Tensor, values: "Tensor | ImageRows") -> Tensor:

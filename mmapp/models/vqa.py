@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from mmapp.config import VQAConfig
+from mmapp.models.image_rows import ImageRows
 from mmapp.models.imagenet_evidence import ImageNetEvidence
 
 
@@ -72,21 +73,10 @@ def attend_per_image(weights: Tensor, features: Tensor, image_index: Tensor) -> 
     """weights (B, G, P) of B questions, features (I, P, D) of I images, image_index (B,)
     -> (B, G, D) with row b = weights[b] @ features[image_index[b]].
 
-    The questions of each image are stacked into one (M*G, P) block so that one batched matmul
-    serves them all, without copying an image's (P, D) grid once per question.
+    The questions of each image are stacked into one block (``ImageRows``) so that one batched
+    matmul serves them all, without copying an image's (P, D) grid once per question.
     """
-    B, G, P = weights.shape
-    images = features.shape[0]
-    counts = torch.bincount(image_index, minlength=images)  # (I,)
-    starts = torch.cumsum(counts, 0) - counts
-    order = torch.argsort(image_index, stable=True)
-    slot = torch.empty_like(image_index)
-    slot[order] = torch.arange(B, device=image_index.device) - starts[image_index[order]]  # rank within image
-    M = int(counts.max())
-    blocks = weights.new_zeros(images, M, G, P)
-    blocks[image_index, slot] = weights  # (I, M, G, P)
-    out = torch.bmm(blocks.view(images, M * G, P), features).view(images, M, G, -1)  # (I, M, G, D)
-    return out[image_index, slot]  # (B, G, D)
+    return ImageRows.for_rows(features, image_index).weighted(weights)
 
 
 class QuestionEncoder(nn.Module):
