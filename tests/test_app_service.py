@@ -190,6 +190,36 @@ def test_micro_batcher_lingers_for_stragglers_only_under_load():
     batcher.close()
 
 
+def test_micro_batcher_workers_run_batches_at_once():
+    """Two workers run two batches at the same time (each batch waits for the other to start: one
+    worker would time out); every item gets its own result and close() stops both workers."""
+    both_running = threading.Barrier(2, timeout=5)
+
+    def run(items):
+        both_running.wait()  # raises BrokenBarrierError unless a second batch runs meanwhile
+        return [i * 10 for i in items]
+
+    batcher = MicroBatcher(run, max_batch_size=1, workers=2)
+    results: dict[int, object] = {}
+
+    def go(item):
+        results[item] = batcher.submit(item, timeout=10)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: i * 10 for i in range(6)}
+    assert len(batcher._threads) == 2 and list(batcher.batch_sizes) == [1] * 6
+    batcher.close()
+    for thread in batcher._threads:
+        thread.join(timeout=5)
+    assert not any(thread.is_alive() for thread in batcher._threads)
+    with pytest.raises(ValueError, match="workers"):
+        MicroBatcher(run, workers=0)
+
+
 # ---------------------------------------------------------------------------------------------- service
 
 

@@ -296,3 +296,9 @@ def test_text_questions_file_asks_every_image(folder, vqa_checkpoint, tmp_path, 
         ("img_2.jpg", "what color is the circle?"), ("img_2.jpg", "how many squares are there?")]
     assert all(len(r["answers"]) == 2 for r in rows)
     assert captured.err.count("none of the question's words are known") == 2
+
+
+@pytest.mark.parametrize("flag", ["--max-batch-size", "--workers"])
+def test_app_refuses_fewer_than_one_batch_or_worker(flag, capsys):
+    assert main(["app", flag, "0"]) == EXIT_USAGE  # refused before any checkpoint is looked for
+    assert f"{flag} must be at least 1" in capsys.readouterr().err

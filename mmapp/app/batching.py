@@ -3,14 +3,16 @@
 Gradio's own ``batch=True`` hands a batch function lists of inputs, but an exception fails every
 request in the batch, and a batch function cannot fail just one of them. The app therefore validates
 each request in its own handler (so a bad upload gets its own clear error) and hands only valid work
-to a ``MicroBatcher``: one worker thread takes everything that is waiting (up to ``max_batch_size``)
-and runs it as one model call. While the worker is busy new requests pile up and form the next batch,
-so throughput grows with load and an idle server adds no latency. Under load (the previous batch
-held more than one item) the worker also lingers up to ``linger_s`` for a batch to fill before it runs
-it: when a full batch's replies go out together, their clients' next requests arrive a few
-milliseconds apart, and without the wait the first of them would run alone, a whole model call for
-one image, while the others queue behind it. Should a batch still fail, each of
-its items is retried alone, so one bad item only fails its own request.
+to a ``MicroBatcher``: a worker thread takes everything that is waiting (up to ``max_batch_size``)
+and runs it as one model call. While the workers are busy new requests pile up and form the next
+batch, so throughput grows with load and an idle server adds no latency. With ``workers`` > 1, that
+many threads take batches from the same queue and run them side by side (on a CPU, a worker each
+core: one model call runs its many small operations on one thread and would leave the others idle).
+Under load (the previous batch held more than one item) the worker also lingers up to ``linger_s``
+for a batch to fill before it runs it: when a full batch's replies go out together, their clients'
+next requests arrive a few milliseconds apart, and without the wait the first of them would run
+alone, a whole model call for one image, while the others queue behind it. Should a batch still
+fail, each of its items is retried alone, so one bad item only fails its own request.
 """
 
 from __future__ import annotations
@@ -32,17 +34,20 @@ class MicroBatcher(Generic[Item, Result]):
     """Runs ``run_batch(items) -> results`` (one result, or an ``Exception`` instance, per item)."""
 
     def __init__(self, run_batch: Callable[[Sequence[Item]], Sequence[Result | Exception]],
-                 max_batch_size: int = 16, name: str = "batcher", linger_s: float = 0.01) -> None:
+                 max_batch_size: int = 16, name: str = "batcher", linger_s: float = 0.01,
+                 workers: int = 1) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         if linger_s < 0:
             raise ValueError(f"linger_s must be >= 0, got {linger_s}")
         self.run_batch, self.max_batch_size, self.name = run_batch, max_batch_size, name
-        self.linger_s = linger_s
+        self.linger_s, self.workers = linger_s, workers
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)  # recent sizes, for tests/stats
         self._pending: collections.deque[tuple[Item, Future]] = collections.deque()
         self._wake = threading.Condition()
-        self._worker: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._closed = False
 
     def submit(self, item: Item, timeout: float | None = None) -> Result:
@@ -52,17 +57,19 @@ class MicroBatcher(Generic[Item, Result]):
             if self._closed:
                 raise RuntimeError(f"{self.name} is closed")
             self._pending.append((item, future))
-            if self._worker is None:  # started on first use: nothing runs at construction
-                self._worker = threading.Thread(target=self._loop, name=self.name, daemon=True)
-                self._worker.start()
+            if not self._threads:  # started on first use: nothing runs at construction
+                self._threads = [threading.Thread(target=self._loop, name=f"{self.name}-{i}", daemon=True)
+                                 for i in range(self.workers)]
+                for thread in self._threads:
+                    thread.start()
             self._wake.notify()
         return future.result(timeout)
 
     def close(self) -> None:
-        """Stop the worker after the work already queued."""
+        """Stop the workers after the work already queued."""
         with self._wake:
             self._closed = True
-            self._wake.notify()
+            self._wake.notify_all()
 
     def _loop(self) -> None:
         while True:
@@ -79,7 +86,9 @@ class MicroBatcher(Generic[Item, Result]):
                             break
                         self._wake.wait(left)
                 batch = [self._pending.popleft() for _ in range(min(len(self._pending), self.max_batch_size))]
-            self.batch_sizes.append(len(batch))
+                if not batch:  # another worker took what was waiting while this one lingered
+                    continue
+                self.batch_sizes.append(len(batch))
             self._run([item for item, _ in batch], [future for _, future in batch])
 
     def _run(self, items: list[Item], futures: list[Future]) -> None:

@@ -29,6 +29,8 @@ from mmapp.inference import (CAPTION_LEN, MAX_TOP_K, TOP_K, AnswerResult, Captio
 
 log = logging.getLogger(__name__)
 
+MAX_WORKERS = 4  # batch workers per model on a CPU: more only split the load into smaller batches
+
 
 def open_upload(upload: Any, allowed_roots: Sequence[str | Path] | None = None) -> tuple[Image.Image, list[str]]:
     """A Gradio image payload (``{"path", "orig_name", ...}``, a path or a data URL) -> (RGB image, warnings).
@@ -69,13 +71,18 @@ class AppService:
 
     def __init__(self, captioner: Captioner, vqa: VQAModel, max_batch_size: int = 8,
                  checkpoints: Mapping[str, str | Path] | None = None, model_threads: int = 1,
-                 batch_threads: int | None = None) -> None:
+                 batch_threads: int | None = None, workers: int | None = None) -> None:
         self.captioner, self.vqa = captioner, vqa
+        cores = os.cpu_count() or 1
+        # one batch worker per core (at most MAX_WORKERS) on a CPU; one on a GPU, which runs a batch's
+        # operations itself
+        on_cpu = captioner.device.type == "cpu"
+        self.workers = workers or (min(cores, MAX_WORKERS) if on_cpu else 1)
         self.model_threads = model_threads
-        self.batch_threads = batch_threads or os.cpu_count() or 1
+        self.batch_threads = batch_threads or max(1, cores // self.workers)
         self.checkpoints = {k: Path(v) for k, v in (checkpoints or {}).items()}
-        self.captions = MicroBatcher(self._caption_batch, max_batch_size, "caption-batcher")
-        self.answers = MicroBatcher(self._answer_batch, max_batch_size, "answer-batcher")
+        self.captions = MicroBatcher(self._caption_batch, max_batch_size, "caption-batcher", workers=self.workers)
+        self.answers = MicroBatcher(self._answer_batch, max_batch_size, "answer-batcher", workers=self.workers)
 
     def caption(self, image: Image.Image, beam_size: Any, warnings: Sequence[str] = ()) -> CaptionResult:
         """One decoded image -> its caption, word attention (T, H, W), domain verdict; ``warnings``
@@ -105,8 +112,8 @@ class AppService:
         one ran a one-image caption 2.5x slower on 2 intra-op threads than on 1 (its many small
         operations), while the encoder over a batch gained from 2 (docs/benchmarks.md, "The served
         app"): so ``model_threads`` for a single image and for the decoders, ``batch_threads`` for
-        the encoder over several images. With 1, the other core is left to the requests' decoding,
-        resizing and HTTP."""
+        the encoder over several images. With a worker per core, each runs on one thread
+        (``batch_threads = cores // workers``)."""
         wanted = self.batch_threads if images > 1 else self.model_threads
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)

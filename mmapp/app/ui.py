@@ -139,15 +139,17 @@ def answer_word_overlays(picture: Any, result: Any) -> list[tuple[Any, str]]:
 
 
 def build_demo(captioner: Captioner, vqa: VQAModel, *, max_batch_size: int = 8,
-               checkpoints: dict[str, str | Path] | None = None) -> gr.Blocks:
-    """The app around two loaded models; ``checkpoints`` (kind -> path) are named in the Models panel."""
-    return build_service_demo(AppService(captioner, vqa, max_batch_size, checkpoints))
+               checkpoints: dict[str, str | Path] | None = None, workers: int | None = None) -> gr.Blocks:
+    """The app around two loaded models; ``checkpoints`` (kind -> path) are named in the Models panel;
+    ``workers``: batches run at once per model (``AppService``'s default when None)."""
+    return build_service_demo(AppService(captioner, vqa, max_batch_size, checkpoints, workers=workers))
 
 
 def build_service_demo(service: AppService) -> gr.Blocks:
     """The app around an ``AppService`` (tests pass their own to watch its batches)."""
     h = Handlers(service)
-    limit = max(4, service.captions.max_batch_size)  # enough concurrent handlers to fill a batch
+    # enough concurrent handlers to fill a batch for each worker
+    limit = max(4, service.captions.max_batch_size * service.workers)
     ui = dict(api_visibility="private", preprocess=False, concurrency_limit=limit)
     api = dict(api_visibility="public", preprocess=False, concurrency_limit=limit)
     # Uploads older than two hours are deleted every hour (examples are kept).

@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch-size", type=int, default=8,
                    help="most concurrent requests run as one model call (default 8: with more clients, one "
                         "batch runs while the other's replies go out and its next requests come in)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="batches run at once per model (default: one per CPU core, at most 4, on a CPU; 1 on "
+                        "a GPU): on a CPU each runs its batch on its own core")
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link (needs internet)")
     p.set_defaults(func=run)
 
@@ -42,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_batch_size < 1:
         print("mmapp app: --max-batch-size must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if args.workers is not None and args.workers < 1:
+        print("mmapp app: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     paths = {"captioner": Path(args.captioner) if args.captioner else default_checkpoint("captioner"),
              "vqa": Path(args.vqa) if args.vqa else default_checkpoint("vqa")}
@@ -68,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     vqa = VQAModel.from_checkpoint(paths["vqa"], device, encoder=captioner.encoder)
     if device.type == "cpu":
         release_cuda_code_pages()  # what loading the models faulted in again
-    demo = build_demo(captioner, vqa, max_batch_size=args.max_batch_size, checkpoints=paths)
+    demo = build_demo(captioner, vqa, max_batch_size=args.max_batch_size, checkpoints=paths,
+                      workers=args.workers)
     try:
         launch_demo(demo, host=args.host, port=args.port, share=args.share)
     except OSError as e:
