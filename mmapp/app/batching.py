@@ -6,7 +6,7 @@ each request in its own handler (so a bad upload gets its own clear error) and h
 to a ``MicroBatcher``: a worker thread takes everything that is waiting (up to ``max_batch_size``)
 and runs it as one model call. While the workers are busy new requests pile up and form the next
 batch, so throughput grows with load and an idle server adds no latency. With ``workers`` > 1, that
-many threads take batches from the same queue and run them side by side (on a CPU, a worker each
+many threads take batches from the same queue and run them side by side (on a CPU, one worker per
 core: one model call runs its many small operations on one thread and would leave the others idle).
 Under load (the previous batch held more than one item) the worker also lingers up to ``linger_s``
 for a batch to fill before it runs it: when a full batch's replies go out together, their clients'

@@ -77,7 +77,7 @@ class AppService:
         # one batch worker per core (at most MAX_WORKERS) on a CPU; one on a GPU, which runs a batch's
         # operations itself
         on_cpu = captioner.device.type == "cpu"
-        self.workers = workers or (min(cores, MAX_WORKERS) if on_cpu else 1)
+        self.workers = workers if workers is not None else (min(cores, MAX_WORKERS) if on_cpu else 1)
         self.model_threads = model_threads
         self.batch_threads = batch_threads or max(1, cores // self.workers)
         self.checkpoints = {k: Path(v) for k, v in (checkpoints or {}).items()}
