@@ -7,5 +7,7 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["mmapp", "mmapp.*"]), "mmapp.checkpoints"],
     package_dir={"mmapp.checkpoints": "checkpoints"},
-    package_data={"mmapp.checkpoints": ["*.safetensors"]},
+    package_data={"mmapp.checkpoints": ["*.safetensors"],
+                  # the tables training reads: the objects vocabulary, the ImageNet classes' hypernyms
+                  "mmapp.data.objects": ["*.tsv"], "mmapp.models": ["*.tsv"]},
 )

@@ -87,7 +87,7 @@ class CaptionDecoderConfig:
     # Attend and Tell the query is the hidden state alone, which has not seen that word yet
     word_query: bool = False
     # recurrent decoders, > 0: add this x sigmoid(gate(output input)) x log P(word) under the encoder's
-    # ImageNet classifier (its classes matched to the words by WordNet lemma) on the attended cell
+    # ImageNet classifier (its classes matched to the words by WordNet lemma or hypernym) on the attended cell
     imagenet_weight: float = 0.0
     imagenet_classes: int = 0  # set at training: how many ImageNet classes name some word
     imagenet_channels: tuple[int, int] = (0, 0)  # set at training: the grid's head channels [start, stop)
@@ -147,7 +147,7 @@ class VQAConfig:
     # scaled by a gate from the fused vector (what a linear probe does: it names objects from few pictures)
     readout: bool = False
     # > 0: with readout, add this x log P(answer) under the encoder's ImageNet classifier (its classes
-    # matched to the answers by WordNet lemma) on the attended cell's head channels; a fixed weight
+    # matched to the answers by WordNet lemma or hypernym) on the attended cell's head channels; a fixed weight
     imagenet_weight: float = 0.0
     imagenet_classes: int = 0  # set at training: how many ImageNet classes name some answer
     imagenet_channels: tuple[int, int] = (0, 0)  # set at training: the grid's head channels [start, stop)

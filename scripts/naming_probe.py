@@ -10,8 +10,8 @@ ImageNet classifier knows that the training scenes do not teach:
   trained on every object of the training scenes and scored on every object of the test scenes,
   overall and per source (photographs / 3D renders);
 * **ImageNet**: the encoder's ImageNet classifier on the same pooled features, its 1000 classes
-  matched to the nouns by name (a WordNet lemma of the class equal to the noun or its plural, or
-  ending in " noun": "Egyptian cat" is a cat), zero-shot, scored on the test objects whose noun has
+  matched to the nouns as the heads match them (``imagenet_evidence.match_answers``: a lemma of the
+  class, or the head word of a WordNet synset above it: "golden retriever" is a dog), zero-shot, scored on the test objects whose noun has
   a match (the argmax over matched nouns only);
 * **probe + beta x ImageNet**: the probe trained with the matched nouns' ImageNet log-probability
   (renormalised over the matched classes) added to its logits with a fixed weight beta;
@@ -37,7 +37,7 @@ from mmapp.data.objects.sources import read_vocabulary
 from mmapp.images import preprocess
 from mmapp.config import EncoderConfig
 from mmapp.models.encoder import build_encoder
-from mmapp.models.imagenet_evidence import ImageNetEvidence, imagenet_lemmas, match_answers
+from mmapp.models.imagenet_evidence import ImageNetEvidence, imagenet_hypernyms, imagenet_lemmas, match_answers
 
 HEAD_CHANNELS = 1280  # EfficientNet-Lite0's head: what its ImageNet classifier reads
 
@@ -140,7 +140,7 @@ def main() -> None:
                                              if k in EncoderConfig.__dataclass_fields__})).eval()
     classifier = encoder.backbone.classifier
     plurals = {e.noun: e.plural for e in read_vocabulary()}
-    match = dict(zip(nouns, match_answers(nouns, imagenet_lemmas(), plurals)))
+    match = dict(zip(nouns, match_answers(nouns, imagenet_lemmas(), plurals, imagenet_hypernyms())))
     matched = torch.tensor([bool(match[n]) for n in nouns])
     prior_train = imagenet_log_prior(x_train, classifier, match, nouns)
     prior_test = imagenet_log_prior(x_test, classifier, match, nouns)

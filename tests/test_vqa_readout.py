@@ -14,7 +14,7 @@ from mmapp.cli import main
 from mmapp.config import EncoderConfig, VQAConfig
 from mmapp.inference import VQAModel
 from mmapp.models.encoder import build_encoder
-from mmapp.models.imagenet_evidence import ImageNetEvidence, imagenet_lemmas, match_answers
+from mmapp.models.imagenet_evidence import ImageNetEvidence, imagenet_hypernyms, imagenet_lemmas, match_answers
 from mmapp.models.vqa import VQANet
 from mmapp.vocab import AnswerVocab, Vocab
 from tests.support.tiny import write_scene
@@ -44,6 +44,24 @@ def test_match_answers_takes_whole_words_and_plurals():
     lemmas = imagenet_lemmas()  # timm's copy, in the classifier's order
     assert len(lemmas) == 1000 and "tabby" in lemmas[281] and lemmas[291][0] == "lion"
     assert 281 in match_answers(["cat"], lemmas)[0] and match_answers(["yes", "2"], lemmas) == [[], []]
+
+
+def test_match_answers_names_the_classes_a_word_is_a_hypernym_of():
+    lemmas, hypernyms = imagenet_lemmas(), imagenet_hypernyms()  # the committed WordNet table
+    assert len(hypernyms) == 1000 and hypernyms[207][0] == ["retriever"]  # golden retriever's parent
+    dog, cat, fish, lion, bear = match_answers(["dog", "cat", "fish", "lion", "bear"], lemmas, None, hypernyms)
+    assert 207 in dog and 151 in dog and len(dog) >= 100  # golden retriever, Chihuahua: every breed
+    assert 934 not in dog  # "hot dog": the ending alone no longer names a class
+    assert 281 in cat and 291 not in cat  # tabby, not lion ("big cat, cat" is headed "big cat")
+    assert {0, 1} <= set(fish)  # tench, goldfish
+    assert lion == [291]  # not "sea lion"
+    assert 105 not in bear and 850 not in bear  # not "koala bear", not "teddy bear"
+    assert 487 in match_answers(["phone"], lemmas, None, hypernyms)[0]  # "mobile phone": "phone" is above it
+    # a toy hierarchy: the ending counts where the word heads or names a synset above the class
+    toy_lemmas = [["egyptian cat"], ["hot dog"], ["golden retriever"]]
+    toy_hypernyms = [[["domestic cat", "house cat"], ["cat", "true cat"]], [["sandwich"]], [["retriever"], ["dog"]]]
+    assert match_answers(["cat", "dog"], toy_lemmas, None, toy_hypernyms) == [[0], [2]]
+    assert match_answers(["cat", "dog"], toy_lemmas) == [[0], [1]]  # without the hierarchy: the ending decides
 
 
 def test_evidence_is_the_answers_renormalised_imagenet_probability():

@@ -3,9 +3,12 @@
 The pretrained CNN was trained to name 1000 ImageNet classes in real photographs; the training
 scenes teach a head to name a few hundred things from one or two pictures each. On real photos the
 first knows more (``scripts/naming_probe.py``). This module carries the classifier's rows for the
-ImageNet classes whose WordNet lemma names one of the answers ("Egyptian cat" names "cat") and
+ImageNet classes that one of the answers names ("Egyptian cat" names "cat") and
 turns an attended grid cell into, per answer, log P(answer) under that classifier renormalised over
-the matched classes (0 for an answer without a match). The VQA model adds it to its answer logits
+the matched classes (0 for an answer without a match). A word also names every class it is a WordNet
+hypernym of ("dog" names the 118 breeds, "fish" the tench and the goldfish; ``imagenet_hypernyms.tsv``,
+written by ``scripts/build_imagenet_hypernyms.py``), so a real photo of a golden retriever is
+evidence for "dog". The VQA model adds it to its answer logits
 (``vqa.imagenet_weight``) and the captioner to its word logits (``decoder.imagenet_weight``), each
 with a fixed weight.
 """
@@ -31,16 +34,39 @@ def imagenet_lemmas() -> list[list[str]]:
     return [[w.strip().lower() for w in lemmas[s].split(",")] for s in synsets]
 
 
+HYPERNYMS = Path(__file__).with_name("imagenet_hypernyms.tsv")
+
+
+def imagenet_hypernyms(path: str | Path = HYPERNYMS) -> list[list[list[str]]]:
+    """Per ImageNet-1k class, in the classifier's order: the synsets above it in WordNet 3.0, nearest
+    first, each as its lemmas (lower case, head word first)."""
+    rows = Path(path).read_text(encoding="utf-8").splitlines()[1:]
+    return [[synset.split(",") for synset in row.split("\t")[2].split(";")] for row in rows]
+
+
 def match_answers(answers: Sequence[str], lemmas: Sequence[Sequence[str]],
-                  plurals: dict[str, str] | None = None) -> list[list[int]]:
-    """Per answer, the ImageNet classes one of whose lemmas is the answer or its other form (from
-    ``plurals``: its plural, or for a plural word its singular; else the answer + "s"), or ends in
-    " answer" ("Egyptian cat" -> cat, not "catamaran")."""
+                  plurals: dict[str, str] | None = None,
+                  hypernyms: Sequence[Sequence[Sequence[str]]] | None = None) -> list[list[int]]:
+    """Per answer, the ImageNet classes it names. The answer's forms are itself and its other form
+    (from ``plurals``: its plural, or for a plural word its singular; else the answer + "s"). A class
+    is named by a form that is one of its lemmas, or, given the classes' ``hypernyms``, the head word
+    of a synset above it ("dog" names "golden retriever"; "cat" not "lion", whose "big cat, cat"
+    is headed "big cat"). A lemma ending in " form" names the class only where the form is a lemma
+    of a synset above it ("Egyptian cat" -> cat, "mobile phone" -> phone; not "hot dog" -> dog, not
+    "koala bear" -> bear, never "catamaran" -> cat); without ``hypernyms`` the ending alone decides."""
     out = []
     for answer in answers:
         forms = {answer, (plurals or {}).get(answer, answer + "s")}
-        out.append([c for c, names in enumerate(lemmas)
-                    if any(n in forms or any(n.endswith(" " + f) for f in forms) for n in names)])
+        matched = []
+        for c, names in enumerate(lemmas):
+            above = hypernyms[c] if hypernyms is not None else None
+            own = any(n in forms for n in names)
+            headed = above is not None and any(synset[0] in forms for synset in above)
+            ends = any(n.endswith(" " + f) for n in names for f in forms) and (
+                above is None or any(f in synset for synset in above for f in forms))
+            if own or headed or ends:
+                matched.append(c)
+        out.append(matched)
     return out
 
 
@@ -127,7 +153,7 @@ def configure(cfg: Any, names: Sequence[str], encoder: Any, plurals: dict[str, s
     ``ImageNetEvidence.fill``); the config unchanged and None when its ``imagenet_weight`` is 0."""
     if not cfg.imagenet_weight:
         return cfg, None
-    matches = match_answers(names, imagenet_lemmas(), plurals)
+    matches = match_answers(names, imagenet_lemmas(), plurals, imagenet_hypernyms())
     return dataclasses.replace(cfg, imagenet_classes=len(ImageNetEvidence.classes_for(matches)),
                                imagenet_channels=encoder.head_channels()), matches
 
