@@ -57,10 +57,13 @@ def test_match_answers_names_the_classes_a_word_is_a_hypernym_of():
     assert lion == [291]  # not "sea lion"
     assert 105 not in bear and 850 not in bear  # not "koala bear", not "teddy bear"
     assert 487 in match_answers(["phone"], lemmas, None, hypernyms)[0]  # "mobile phone": "phone" is above it
+    assert match_answers(["object", "animal"], lemmas, None, hypernyms) == [[], []]  # above too many to name one
     # a toy hierarchy: the ending counts where the word heads or names a synset above the class
     toy_lemmas = [["egyptian cat"], ["hot dog"], ["golden retriever"]]
-    toy_hypernyms = [[["domestic cat", "house cat"], ["cat", "true cat"]], [["sandwich"]], [["retriever"], ["dog"]]]
-    assert match_answers(["cat", "dog"], toy_lemmas, None, toy_hypernyms) == [[0], [2]]
+    toy_hypernyms = [[["domestic cat", "house cat"], ["cat", "true cat"], ["thing"]], [["sandwich"], ["thing"]],
+                     [["retriever"], ["dog"], ["thing"]]]
+    assert match_answers(["cat", "dog", "thing"], toy_lemmas, None, toy_hypernyms, most_classes=0.5) == [[0], [2], []]
+    assert match_answers(["thing"], toy_lemmas, None, toy_hypernyms, most_classes=1.0) == [[0, 1, 2]]
     assert match_answers(["cat", "dog"], toy_lemmas) == [[0], [1]]  # without the hierarchy: the ending decides
 
 

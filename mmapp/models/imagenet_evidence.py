@@ -16,6 +16,7 @@ with a fixed weight.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,27 +47,31 @@ def imagenet_hypernyms(path: str | Path = HYPERNYMS) -> list[list[list[str]]]:
 
 def match_answers(answers: Sequence[str], lemmas: Sequence[Sequence[str]],
                   plurals: dict[str, str] | None = None,
-                  hypernyms: Sequence[Sequence[Sequence[str]]] | None = None) -> list[list[int]]:
+                  hypernyms: Sequence[Sequence[Sequence[str]]] | None = None,
+                  most_classes: float = 0.2) -> list[list[int]]:
     """Per answer, the ImageNet classes it names. The answer's forms are itself and its other form
     (from ``plurals``: its plural, or for a plural word its singular; else the answer + "s"). A class
     is named by a form that is one of its lemmas, or, given the classes' ``hypernyms``, the head word
     of a synset above it ("dog" names "golden retriever"; "cat" not "lion", whose "big cat, cat"
-    is headed "big cat"). A lemma ending in " form" names the class only where the form is a lemma
-    of a synset above it ("Egyptian cat" -> cat, "mobile phone" -> phone; not "hot dog" -> dog, not
-    "koala bear" -> bear, never "catamaran" -> cat); without ``hypernyms`` the ending alone decides."""
+    is headed "big cat"). A synset above more than ``most_classes`` of the classes names no
+    particular thing ("object" stands above 958 classes, "animal" 398; "dog" 118) and names none. A
+    lemma ending in " form" names the class only where the form is a lemma of a synset above it
+    ("Egyptian cat" -> cat, "mobile phone" -> phone; not "hot dog" -> dog, not "koala bear" -> bear,
+    never "catamaran" -> cat); without ``hypernyms`` the ending alone decides."""
+    heads: list[set[str]] = [set() for _ in lemmas]  # per class, the head words of the synsets above it
+    above: list[set[str] | None] = [None for _ in lemmas]  # per class, every lemma above it; None: unknown
+    if hypernyms is not None:
+        above_how_many = Counter(tuple(synset) for chain in hypernyms for synset in chain)
+        for c, chain in enumerate(hypernyms):
+            kept = [synset for synset in chain if above_how_many[tuple(synset)] <= most_classes * len(lemmas)]
+            heads[c] = {synset[0] for synset in kept}
+            above[c] = {lemma for synset in kept for lemma in synset}
     out = []
     for answer in answers:
         forms = {answer, (plurals or {}).get(answer, answer + "s")}
-        matched = []
-        for c, names in enumerate(lemmas):
-            above = hypernyms[c] if hypernyms is not None else None
-            own = any(n in forms for n in names)
-            headed = above is not None and any(synset[0] in forms for synset in above)
-            ends = any(n.endswith(" " + f) for n in names for f in forms) and (
-                above is None or any(f in synset for synset in above for f in forms))
-            if own or headed or ends:
-                matched.append(c)
-        out.append(matched)
+        out.append([c for c, names in enumerate(lemmas)
+                    if forms & set(names) or forms & heads[c]
+                    or any(n.endswith(" " + f) and (above[c] is None or f in above[c]) for n in names for f in forms)])
     return out
 
 
