@@ -151,6 +151,10 @@ class VQAConfig:
     imagenet_weight: float = 0.0
     imagenet_classes: int = 0  # set at training: how many ImageNet classes name some answer
     imagenet_channels: tuple[int, int] = (0, 0)  # set at training: the grid's head channels [start, stop)
+    # classify: an answer every word of which the question names ("which is bigger, the cat or the
+    # dog?") gets gate(fused) added to its logit, so that the question can pick among its own words
+    copy_mentions: bool = False
+    mention_words: int = 0  # set at training: the most question words an answer has (vqa.copy_mentions)
 
     def __post_init__(self) -> None:
         if self.head not in ("classify", "generate"):
@@ -175,6 +179,8 @@ class VQAConfig:
             raise ValueError("vqa.imagenet_weight must be >= 0 and needs vqa.readout")
         if self.readout and self.head != "classify":
             raise ValueError("vqa.readout adds to a classifier's answer logits: it needs vqa.head: classify")
+        if self.copy_mentions and self.head != "classify":
+            raise ValueError("vqa.copy_mentions adds to a classifier's answer logits: it needs vqa.head: classify")
 
 
 # ----------------------------------------------------------------------------------------------

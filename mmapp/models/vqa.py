@@ -224,6 +224,11 @@ class VQANet(nn.Module):
         start, stop = cfg.imagenet_channels
         self.imagenet = (ImageNetEvidence(cfg.imagenet_classes, cfg.num_answers, stop - start)
                          if cfg.imagenet_weight and cfg.imagenet_classes else None)
+        # vqa.copy_mentions: each answer's words as question-vocabulary ids (N, M), 0 past its last
+        # word; a row of zeros for an answer the question vocabulary cannot spell (never mentioned)
+        self.register_buffer("mention_ids", torch.zeros(cfg.num_answers, max(cfg.mention_words, 1), dtype=torch.long)
+                             if cfg.copy_mentions else None)
+        self.mention_gate = nn.Linear(fused_dim, 1) if cfg.copy_mentions else None
 
     def forward(self, features: Tensor, questions: Tensor, lengths: Tensor,
                 image_index: Tensor | None = None, with_count_map: bool = False):
@@ -234,9 +239,33 @@ class VQANet(nn.Module):
         logits = self.classifier(fused)  # (B, N)
         if self.readout is not None:
             logits = logits + self.read_out(features, grid, affine, fused, attention, image_index)
+        if self.mention_gate is not None:
+            logits = logits + self.mention_gate(fused) * self.mentioned(questions).to(logits.dtype)  # (B, N)
         if with_count_map:
             return logits, attention, count_map
         return logits, attention
+
+    @torch.no_grad()
+    def fill_mentions(self, answer_ids: list[list[int]]) -> "VQANet":
+        """``vqa.copy_mentions``: set each answer's question-vocabulary ids (an empty list: the answer
+        has a word the questions never use)."""
+        if len(answer_ids) != len(self.mention_ids) or max(map(len, answer_ids), default=0) > self.mention_ids.shape[1]:
+            raise ValueError(f"{len(answer_ids)} answers of up to {max(map(len, answer_ids), default=0)} words for a "
+                             f"table of {tuple(self.mention_ids.shape)}")
+        self.mention_ids.zero_()
+        for n, ids in enumerate(answer_ids):
+            self.mention_ids[n, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return self
+
+    def mentioned(self, questions: Tensor) -> Tensor:
+        """questions (B, L) of question-vocabulary ids (0: padding) -> (B, N) bool: every word of the
+        answer is in the question."""
+        present = questions.new_zeros(len(questions), self.cfg.vocab_size, dtype=torch.bool)
+        present.scatter_(1, questions, True)  # (B, V)
+        present[:, 0] = False  # padding is no word
+        ids = self.mention_ids  # (N, M)
+        spelled = ids.gt(0).any(dim=1)  # (N,)
+        return (present[:, ids] | ids.eq(0)).all(dim=-1) & spelled  # (B, N, M) -> (B, N)
 
     def pool(self, weights: Tensor, features: Tensor, image_index: Tensor | None) -> Tensor:
         """weights (B, G, P), features (B, P, D) (or (I, P, D) with ``image_index`` (B,)) -> (B, G, D)."""

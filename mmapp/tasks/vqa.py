@@ -24,6 +24,7 @@ from mmapp.metrics.vqa_accuracy import accuracy_for
 from mmapp.models.answer_decoder import build_vqa_net
 from mmapp.models import imagenet_evidence
 from mmapp.run_config import RunConfig
+from mmapp.vocab import tokenize
 from mmapp.speed.fixed_shapes import pad_vqa_batch
 from mmapp.tasks.common import EncodedHead, batched, encoder_and_inputs, ood_from_cache, shard
 from mmapp.tasks.vqa_generate import generated_answers, generation_loss
@@ -57,8 +58,13 @@ class VQATask:
                                       encoder_dim=encoder.out_dim,
                                       answer_vocab_size=len(self.answer_words) if self.generate else 0)
         net_cfg, matches = imagenet_evidence.configure(net_cfg, self.answers.answers, encoder)
+        mention_ids = self.answer_mentions() if net_cfg.copy_mentions else None
+        if mention_ids is not None:
+            net_cfg = dataclasses.replace(net_cfg, mention_words=max(map(len, mention_ids), default=1))
         net = build_vqa_net(net_cfg)
         imagenet_evidence.fill(net, matches, encoder)  # vqa.imagenet_weight: the classes that name an answer
+        if mention_ids is not None:
+            net.fill_mentions(mention_ids)
         self.model = EncodedHead(encoder, net)
         kwargs = dict(max_question_len=d.max_question_len, image_files=index, **inputs)
         regions = centres = None
@@ -78,6 +84,15 @@ class VQATask:
         self.ood_tensors, self.ood_meta = ood_from_cache(cache, self._items.handles.values(),
                                                         self._val.handles.values())
         self.dataset_name = Path(d.train_questions).name
+
+    def answer_mentions(self) -> list[list[int]]:
+        """Each answer's words as question-vocabulary ids (``vqa.copy_mentions``); [] for an answer
+        with a word no training question uses."""
+        out = []
+        for answer in self.answers.answers:
+            words = tokenize(answer)
+            out.append([self.vocab.id(w) for w in words] if words and all(w in self.vocab for w in words) else [])
+        return out
 
     def train_set(self) -> Any:
         return self._train
