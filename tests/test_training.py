@@ -65,6 +65,17 @@ def vqa_args(out: Path, cache: Path, *extra: str) -> list[str]:
             "vqa.hidden_dim=32", *COMMON, *extra]
 
 
+def vqa_args_answering(out: Path, cache: Path, answers: list[str], *extra: str) -> list[str]:
+    """``vqa_args`` with the fixture's five annotations' answers renamed to ``answers`` (written beside ``out``)."""
+    annotations = json.loads(ANSWERS.read_text())
+    for a, name in zip(annotations["annotations"], answers, strict=True):
+        a["multiple_choice_answer"] = name
+        a["answers"] = [{**x, "answer": name} for x in a["answers"]]
+    renamed = out.parent / f"{out.name}_annotations.json"
+    renamed.write_text(json.dumps(annotations))
+    return [a.replace(str(ANSWERS), str(renamed)) for a in vqa_args(out, cache, *extra)]
+
+
 def history(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -15,7 +13,7 @@ from mmapp.inference import VQAModel
 from mmapp.models.encoder import build_encoder
 from mmapp.models.vqa import VQANet
 from mmapp.vocab import AnswerVocab, Vocab
-from tests.test_training import ANSWERS, QUESTIONS, coco_cache, vqa_args  # noqa: F401 - fixture
+from tests.test_training import coco_cache, vqa_args_answering  # noqa: F401 - fixture
 
 QUESTION_TEXTS = ["which is bigger, the cat or the dog?", "is the hot dog left of the cat?", "what is this?"]
 ANSWER_TEXTS = ["cat", "dog", "hot dog", "yes", "zebra"]
@@ -87,14 +85,8 @@ def test_checkpoint_round_trip_keeps_the_mentions_and_config_refuses_a_generator
 def test_copy_mentions_trains_through_the_trainer(tmp_path, coco_cache):  # noqa: F811
     """The training task spells each answer in the question vocabulary; the run's checkpoint keeps it.
     The fixture's answers renamed so that some are words of its questions."""
-    annotations = json.loads(ANSWERS.read_text())
-    for a, name in zip(annotations["annotations"], ["woman", "yes", "cups", "space suit", "no"]):
-        a["multiple_choice_answer"] = name
-        a["answers"] = [{**x, "answer": name} for x in a["answers"]]
-    renamed = tmp_path / "annotations.json"
-    renamed.write_text(json.dumps(annotations))
     run = tmp_path / "run"
-    args = [a.replace(str(ANSWERS), str(renamed)) for a in vqa_args(run, coco_cache)]
+    args = vqa_args_answering(run, coco_cache, ["woman", "yes", "cups", "space suit", "no"])
     assert main([*args, "train.epochs=1", "vqa.copy_mentions=true"]) == 0
     model = VQAModel.from_checkpoint(run / "best.safetensors", device="cpu")
     answers, vocab = model.answer_vocab.answers, model.vocab
@@ -102,4 +94,4 @@ def test_copy_mentions_trains_through_the_trainer(tmp_path, coco_cache):  # noqa
     assert [vocab.words[i] for i in rows["woman"] if i] == ["woman"]
     assert [vocab.words[i] for i in rows["cups"] if i] == ["cups"]
     assert rows["space suit"] == [0] and rows["yes"] == [0]  # words no question uses
-    assert model.head.cfg.mention_words == 1 and QUESTIONS.is_file()  # the longest spelled answer
+    assert model.head.cfg.mention_words == 1  # the longest spelled answer

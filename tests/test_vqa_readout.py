@@ -4,7 +4,6 @@ logits, and the encoder's ImageNet classifier's evidence for the answers it can 
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from mmapp.models.imagenet_evidence import ImageNetEvidence, imagenet_hypernyms,
 from mmapp.models.vqa import VQANet
 from mmapp.vocab import AnswerVocab, Vocab
 from tests.support.tiny import write_scene
-from tests.test_training import ANSWERS, QUESTIONS, coco_cache, history, vqa_args  # noqa: F401 - fixture
+from tests.test_training import QUESTIONS, coco_cache, history, vqa_args_answering  # noqa: F401 - fixture
 
 D, P, QV, C = 12, 16, 20, 6  # feature width (head channels 2..8), cells, question vocabulary, classifier width
 
@@ -151,14 +150,8 @@ def test_an_encoder_without_imagenet_weights_is_refused():
 
 def test_readout_with_imagenet_trains_through_the_trainer(tmp_path, coco_cache):  # noqa: F811
     """The fixture's answers renamed to things ImageNet knows, so the evidence is filled."""
-    annotations = json.loads(ANSWERS.read_text())
-    for a, name in zip(annotations["annotations"], ["cat", "yes", "dog", "cup", "no"]):
-        a["multiple_choice_answer"] = name
-        a["answers"] = [{**x, "answer": name} for x in a["answers"]]
-    renamed = tmp_path / "annotations.json"
-    renamed.write_text(json.dumps(annotations))
     run = tmp_path / "run"
-    args = [a.replace(str(ANSWERS), str(renamed)) for a in vqa_args(run, coco_cache)]
+    args = vqa_args_answering(run, coco_cache, ["cat", "yes", "dog", "cup", "no"])
     assert main([*args, "train.epochs=12", "train.lr=2e-2", "train.batch_size=1", "train.schedule=constant",
                  "vqa.dropout=0", "vqa.readout=true", "vqa.imagenet_weight=1", "train.patience=100"]) == 0
     rows = history(run)
