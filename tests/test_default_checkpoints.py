@@ -60,8 +60,9 @@ def test_checkpoints_are_small_and_self_describing() -> None:
 
     for name, kind in (("captioner", "captioner"), ("vqa", "vqa")):
         path = CHECKPOINTS / f"{name}.safetensors"
-        # the VQA model is the larger (9.7 MB): its readout (1,330 x 533) and the encoder's ImageNet rows
-        assert path.stat().st_size < 10_000_000, f"{path} is {path.stat().st_size} bytes"
+        # the VQA model is the larger (10.6 MB): its readout (1,330 x 533) and the encoder's ImageNet rows
+        # for the 600 classes its answers name or stand above in WordNet (1,280 each)
+        assert path.stat().st_size < 12_000_000, f"{path} is {path.stat().st_size} bytes"
         meta = read_meta(path)
         assert meta["kind"] == kind and meta["encoder"]["name"] == "tf_efficientnet_lite0"
         assert meta["grid"] == [14, 14] and "ood" in meta and "test_metrics" in meta["training"]

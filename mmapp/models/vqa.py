@@ -224,8 +224,7 @@ class VQANet(nn.Module):
         start, stop = cfg.imagenet_channels
         self.imagenet = (ImageNetEvidence(cfg.imagenet_classes, cfg.num_answers, stop - start)
                          if cfg.imagenet_weight and cfg.imagenet_classes else None)
-        # vqa.copy_mentions: each answer's words as question-vocabulary ids (N, M), 0 past its last
-        # word; a row of zeros for an answer the question vocabulary cannot spell (never mentioned)
+        # vqa.copy_mentions: each answer's words as question-vocabulary ids (N, M), 0 past its last word
         self.register_buffer("mention_ids", torch.zeros(cfg.num_answers, max(cfg.mention_words, 1), dtype=torch.long)
                              if cfg.copy_mentions else None)
         self.mention_gate = nn.Linear(fused_dim, 1) if cfg.copy_mentions else None
@@ -247,25 +246,22 @@ class VQANet(nn.Module):
 
     @torch.no_grad()
     def fill_mentions(self, answer_ids: list[list[int]]) -> "VQANet":
-        """``vqa.copy_mentions``: set each answer's question-vocabulary ids (an empty list: the answer
-        has a word the questions never use)."""
-        if len(answer_ids) != len(self.mention_ids) or max(map(len, answer_ids), default=0) > self.mention_ids.shape[1]:
-            raise ValueError(f"{len(answer_ids)} answers of up to {max(map(len, answer_ids), default=0)} words for a "
-                             f"table of {tuple(self.mention_ids.shape)}")
+        """``vqa.copy_mentions``: each answer's question-vocabulary ids ([]: a word no question uses)."""
+        longest = max(map(len, answer_ids), default=0)
+        if len(answer_ids) != len(self.mention_ids) or longest > self.mention_ids.shape[1]:
+            raise ValueError(f"{len(answer_ids)} answers of up to {longest} words for {tuple(self.mention_ids.shape)}")
         self.mention_ids.zero_()
         for n, ids in enumerate(answer_ids):
             self.mention_ids[n, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return self
 
     def mentioned(self, questions: Tensor) -> Tensor:
-        """questions (B, L) of question-vocabulary ids (0: padding) -> (B, N) bool: every word of the
-        answer is in the question."""
+        """questions (B, L) of vocabulary ids (0: padding) -> (B, N) bool: the answer's words are all in it."""
         present = questions.new_zeros(len(questions), self.cfg.vocab_size, dtype=torch.bool)
         present.scatter_(1, questions, True)  # (B, V)
         present[:, 0] = False  # padding is no word
-        ids = self.mention_ids  # (N, M)
-        spelled = ids.gt(0).any(dim=1)  # (N,)
-        return (present[:, ids] | ids.eq(0)).all(dim=-1) & spelled  # (B, N, M) -> (B, N)
+        ids = self.mention_ids  # (N, M); a row of zeros: never mentioned
+        return (present[:, ids] | ids.eq(0)).all(dim=-1) & ids.gt(0).any(dim=1)  # (B, N, M) -> (B, N)
 
     def pool(self, weights: Tensor, features: Tensor, image_index: Tensor | None) -> Tensor:
         """weights (B, G, P), features (B, P, D) (or (I, P, D) with ``image_index`` (B,)) -> (B, G, D)."""
