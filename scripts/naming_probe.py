@@ -11,8 +11,8 @@ ImageNet classifier knows that the training scenes do not teach:
   overall and per source (photographs / 3D renders);
 * **ImageNet**: the encoder's ImageNet classifier on the same pooled features, its 1000 classes
   matched to the nouns as the heads match them (``imagenet_evidence.match_answers``: a lemma of the
-  class, or the head word of a WordNet synset above it: "golden retriever" is a dog), zero-shot, scored on the test objects whose noun has
-  a match (the argmax over matched nouns only);
+  class, or the head word of a WordNet synset above it: "golden retriever" is a dog), zero-shot,
+  scored on the test objects whose noun has a match (the argmax over matched nouns only);
 * **probe + beta x ImageNet**: the probe trained with the matched nouns' ImageNet log-probability
   (renormalised over the matched classes) added to its logits with a fixed weight beta;
 * the same three on the committed real photos (``datasets/real_photos``), whole image pooled.

@@ -9,6 +9,7 @@ import torch
 from mmapp.checkpoint import load_head, save_model
 from mmapp.cli import main
 from mmapp.config import EncoderConfig, VQAConfig
+from mmapp.data.vqa_v2 import answer_mentions
 from mmapp.inference import VQAModel
 from mmapp.models.encoder import build_encoder
 from mmapp.models.vqa import VQANet
@@ -21,8 +22,7 @@ ANSWER_TEXTS = ["cat", "dog", "hot dog", "yes", "zebra"]
 
 def vocabularies() -> tuple[Vocab, list[list[int]]]:
     vocab = Vocab.build(QUESTION_TEXTS)
-    ids = [[vocab.id(w) for w in a.split()] if all(w in vocab for w in a.split()) else [] for a in ANSWER_TEXTS]
-    return vocab, ids
+    return vocab, answer_mentions(ANSWER_TEXTS, vocab)
 
 
 def tiny_net(vocab: Vocab, **kw) -> VQANet:
@@ -42,7 +42,8 @@ def questions_of(vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_mentioned_needs_every_word_of_the_answer_in_the_question():
     vocab, ids = vocabularies()
-    assert ids[4] == []  # "zebra": no question uses it
+    assert ids[:3] == [[vocab.id("cat")], [vocab.id("dog")], [vocab.id("hot"), vocab.id("dog")]]
+    assert ids[3] == ids[4] == []  # "yes", "zebra": no question uses them
     net = tiny_net(vocab).fill_mentions(ids)
     questions, _ = questions_of(vocab)
     assert net.mentioned(questions).tolist() == [

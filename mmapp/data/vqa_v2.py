@@ -36,7 +36,7 @@ from mmapp.data.collate import Ragged
 from mmapp.data.feature_cache import FeatureCache, VisualSource
 from mmapp.data.fields import field, has_word, read_json, top_list
 from mmapp.errors import DataError
-from mmapp.vocab import AnswerVocab, Vocab
+from mmapp.vocab import AnswerVocab, Vocab, tokenize
 from mmapp.vqa_normalize import normalize_answer, soft_score
 
 
@@ -174,6 +174,16 @@ def build_answer_words(questions: Iterable[VQAQuestion]) -> Vocab:
     """The generative head's vocabulary: every word of the normalised training answers (min count 1)."""
     norm = _Normalizer()
     return Vocab.build(norm(a) for q in questions for a in q.answers)
+
+
+def answer_mentions(answers: Sequence[str], vocab: Vocab) -> list[list[int]]:
+    """``vqa.copy_mentions``: each answer's words as ids of the question vocabulary ``vocab``; [] for
+    an answer with a word no training question uses (it can never be mentioned)."""
+    out = []
+    for answer in answers:
+        words = tokenize(answer)
+        out.append([vocab.id(w) for w in words] if words and all(w in vocab for w in words) else [])
+    return out
 
 
 def answer_sequences(answers: Sequence[str], words: Vocab, normalize=normalize_answer

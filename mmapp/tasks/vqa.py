@@ -17,14 +17,14 @@ from mmapp.data.coco_captions import image_files_from_json
 from mmapp.data.collate import collate_vqa, collate_vqa_answers
 from mmapp.data.grouped import ByImage, collate_by_image
 from mmapp.data.vqa_regions import glimpse_regions
-from mmapp.data.vqa_v2 import VQADataset, build_answer_vocab, build_answer_words, build_question_vocab, load_vqa
+from mmapp.data.vqa_v2 import (VQADataset, answer_mentions, build_answer_vocab, build_answer_words,
+                               build_question_vocab, load_vqa)
 from mmapp.distributed import DistInfo, gather
 from mmapp.losses import attention_grounding_loss_terms, count_map_loss_terms, floats, vqa_loss_terms
 from mmapp.metrics.vqa_accuracy import accuracy_for
 from mmapp.models.answer_decoder import build_vqa_net
 from mmapp.models import imagenet_evidence
 from mmapp.run_config import RunConfig
-from mmapp.vocab import tokenize
 from mmapp.speed.fixed_shapes import pad_vqa_batch
 from mmapp.tasks.common import EncodedHead, batched, encoder_and_inputs, ood_from_cache, shard
 from mmapp.tasks.vqa_generate import generated_answers, generation_loss
@@ -58,7 +58,7 @@ class VQATask:
                                       encoder_dim=encoder.out_dim,
                                       answer_vocab_size=len(self.answer_words) if self.generate else 0)
         net_cfg, matches = imagenet_evidence.configure(net_cfg, self.answers.answers, encoder)
-        mention_ids = self.answer_mentions() if net_cfg.copy_mentions else None
+        mention_ids = answer_mentions(self.answers.answers, self.vocab) if net_cfg.copy_mentions else None
         if mention_ids is not None:
             net_cfg = dataclasses.replace(net_cfg, mention_words=max(map(len, mention_ids), default=1))
         net = build_vqa_net(net_cfg)
@@ -84,15 +84,6 @@ class VQATask:
         self.ood_tensors, self.ood_meta = ood_from_cache(cache, self._items.handles.values(),
                                                         self._val.handles.values())
         self.dataset_name = Path(d.train_questions).name
-
-    def answer_mentions(self) -> list[list[int]]:
-        """Each answer's words as question-vocabulary ids (``vqa.copy_mentions``); [] for an answer
-        with a word no training question uses."""
-        out = []
-        for answer in self.answers.answers:
-            words = tokenize(answer)
-            out.append([self.vocab.id(w) for w in words] if words and all(w in self.vocab for w in words) else [])
-        return out
 
     def train_set(self) -> Any:
         return self._train
