@@ -91,6 +91,9 @@ class CaptionDecoderConfig:
     imagenet_weight: float = 0.0
     imagenet_classes: int = 0  # set at training: how many ImageNet classes name some word
     imagenet_channels: tuple[int, int] = (0, 0)  # set at training: the grid's head channels [start, stop)
+    # set at training: (h, w, H, W) when those channels are the head's h x w map resized to the H x W grid
+    # (encoder.grid=joined); every cell's class logits are then computed on the h x w cells and resized
+    imagenet_head_resize: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.num_layers < 1:

@@ -15,6 +15,7 @@ from mmapp.losses import caption_loss
 from mmapp.models import imagenet_evidence
 from mmapp.models.caption_decoder import build_caption_decoder
 from mmapp.models.encoder import build_encoder
+from mmapp.models.imagenet_evidence import ImageNetEvidence
 from mmapp.speed import teacher_forcing
 from mmapp.speed.teacher_forcing import use_training_path
 from mmapp.vocab import Vocab
@@ -118,13 +119,12 @@ def test_a_captioner_with_evidence_trains_through_the_trainer(tmp_path, coco_cac
     assert len(history(run)) == 3
     captioner = Captioner.from_checkpoint(run / "best.safetensors", device="cpu")
     assert captioner.head.imagenet is not None and captioner.head.cfg.imagenet_classes > 0
+    assert captioner.head.cfg.imagenet_head_resize == captioner.encoder.head_resize() == (2, 2, 4, 4)  # 64 input
     (result,) = captioner.caption(str(next(p for p in sorted((REPO / "datasets" / "fixtures" / "coco" / "val2014").iterdir()))), beam_size=2)
     assert result.text and result.attention.shape[0] == len(result.tokens)
 
 
 def test_the_evidence_sums_each_answers_classes_and_is_rebuilt_on_load():
-    from mmapp.models.imagenet_evidence import ImageNetEvidence
-
     torch.manual_seed(0)
     classifier = torch.nn.Linear(8, 10)
     matches = [[2], [], [5, 7], [2, 9]]  # answer 1 has no class; class 2 names two answers
@@ -137,3 +137,33 @@ def test_the_evidence_sums_each_answers_classes_and_is_rebuilt_on_load():
     loaded.load_state_dict(evidence.state_dict())  # the pairs are derived, not saved
     assert "pair_answer" not in evidence.state_dict()
     torch.testing.assert_close(loaded.from_logits(logits), expected)
+
+
+@pytest.mark.parametrize("grid", ["joined", "last"])
+def test_a_resized_heads_cell_logits_are_every_cells_class_logits(grid):
+    """On a joined grid the head's 3 x 3 map is resized to the 6 x 6 grid: its cells' logits are
+    computed on the 9 cells and resized, and equal the 36 cells' own."""
+    encoder = build_encoder(EncoderConfig(weights="none", input_size=96, grid=grid)).eval()
+    resize = encoder.head_resize()
+    assert resize == ((3, 3, 6, 6) if grid == "joined" else ())
+    start, stop = encoder.head_channels()
+    evidence = ImageNetEvidence(5, 2, stop - start)
+    evidence.weight.normal_(generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        head = encoder(torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1)))[..., start:stop]
+        expected = evidence.class_logits(head)  # (2, 36, 5)
+        torch.testing.assert_close(evidence.cell_logits(head, resize), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cell_logits_read_a_non_square_resize_and_ignore_a_grid_of_another_size():
+    evidence = ImageNetEvidence(4, 2, 6)
+    evidence.weight.normal_(generator=torch.Generator().manual_seed(0))
+    evidence.bias.normal_(generator=torch.Generator().manual_seed(1))
+    own = torch.randn(2, 6, 3, 4, generator=torch.Generator().manual_seed(2))  # (B, C, h, w)
+    head = torch.nn.functional.interpolate(own, size=(5, 8), mode="bilinear", align_corners=False)
+    head = head.flatten(2).transpose(1, 2)  # (2, 40, 6)
+    expected = evidence.class_logits(head)
+    torch.testing.assert_close(evidence.cell_logits(head, (3, 4, 5, 8)), expected)
+    assert not torch.allclose(evidence.cell_logits(head, (4, 3, 8, 5)), expected, atol=1e-3)  # the axes matter
+    other = head[:, :20]  # not the 5 x 8 grid the resize names: every cell's own logits
+    assert torch.equal(evidence.cell_logits(other, (3, 4, 5, 8)), evidence.class_logits(other))

@@ -208,6 +208,14 @@ class Encoder(nn.Module):
         start = self.backbone.feature_info[self._mid_index]["num_chs"] if self.cfg.grid == "joined" else 0
         return start, start + self.backbone.num_features
 
+    def head_resize(self) -> tuple[int, ...]:
+        """(h, w, H, W) when the grid's head channels are the backbone head's own h x w map bilinearly
+        resized to the H x W grid (grid='joined': 7 x 7 -> 14 x 14 at 224); () when they are its cells."""
+        if self.cfg.grid != "joined":
+            return ()
+        side = self.cfg.input_size // self.backbone.feature_info[-1]["reduction"]  # input_size: a multiple of 32
+        return (side, side, *self.grid_size())
+
     def imagenet_classifier(self) -> nn.Linear:
         """The backbone's ImageNet classifier (head features -> 1000 logits)."""
         classifier = getattr(self.backbone, "classifier", None)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -128,6 +130,22 @@ class ImageNetEvidence(nn.Module):
         attention-weighted cell are the same weighting of the cells' logits."""
         return features @ self.weight.T + self.bias
 
+    def cell_logits(self, head: Tensor, head_resize: Sequence[int] = ()) -> Tensor:
+        """Every grid cell's head channels (B, P, C) -> its class logits (B, P, K). With ``head_resize``
+        (h, w, H, W), P = H * W, the head channels are the head's own h x w map bilinearly resized
+        (``encoder.grid=joined``): the logits are then computed on those h x w cells, read back from
+        the grid, and resized the same way. Both steps are linear, so this is ``class_logits`` of every
+        cell within float rounding, for (H W) / (h w) times fewer products (4x on the 14 x 14 grid)."""
+        if len(head_resize) != 4 or head.shape[-2] != head_resize[2] * head_resize[3]:
+            return self.class_logits(head)
+        h, w, H, W = head_resize
+        B, C, K = head.shape[0], head.shape[-1], self.weight.shape[0]
+        (up_h, down_h), (up_w, down_w) = (resize_matrices(n, N, head) for n, N in ((h, H), (w, W)))
+        cells = (down_h @ head.reshape(B, H, W * C)).reshape(B * h, W, C)  # (B h, W, C): rows to h
+        cells = down_w @ cells  # (B h, w, C): the head's own cells
+        logits = up_w @ self.class_logits(cells)  # (B h, W, K)
+        return (up_h @ logits.reshape(B, h, W * K)).reshape(B, H * W, K)
+
     def from_logits(self, logits: Tensor) -> Tensor:
         """(..., K) class logits -> (..., N) evidence."""
         p = torch.softmax(logits, dim=-1)
@@ -137,6 +155,20 @@ class ImageNetEvidence(nn.Module):
 
     def forward(self, pooled: Tensor) -> Tensor:
         return self.from_logits(self.class_logits(pooled))
+
+
+def resize_matrices(n: int, N: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """The bilinear resize of one axis from n to N cells (``F.interpolate``, align_corners=False) as a
+    matrix (N, n), and its pseudo-inverse (n, N), which reads the n cells back from the N (exactly
+    for n <= N, where the resize loses nothing); in ``like``'s dtype and device."""
+    up, down = _resize_matrices(n, N)
+    return up.to(like.device, like.dtype), down.to(like.device, like.dtype)
+
+
+@lru_cache(maxsize=16)
+def _resize_matrices(n: int, N: int) -> tuple[Tensor, Tensor]:
+    up = F.interpolate(torch.eye(n, dtype=torch.float64)[None], size=N, mode="linear", align_corners=False)[0].T
+    return up, torch.linalg.pinv(up)
 
 
 def singulars(words: Sequence[str]) -> dict[str, str]:

@@ -60,7 +60,8 @@ class RecurrentAttentionDecoder(CaptionDecoder):
         memory = {}
         if self.imagenet is not None:  # every cell's ImageNet class logits (B, P, K), once per image
             start, stop = self.cfg.imagenet_channels
-            memory["imagenet_logits"] = self.imagenet.class_logits(features[..., start:stop])
+            head = features[..., start:stop]  # (B, P, C)
+            memory["imagenet_logits"] = self.imagenet.cell_logits(head, self.cfg.imagenet_head_resize)
         features = self.project(features)  # (B, P, D')
         return {**memory, "features": features, "keys": self.attention.project(features)}  # (B, P, D'), (B, P, A)
 

@@ -47,6 +47,8 @@ class CaptionTask:
         decoder_cfg = dataclasses.replace(cfg.decoder, vocab_size=len(self.vocab), encoder_dim=encoder.out_dim)
         words = self.vocab.words
         decoder_cfg, matches = imagenet_evidence.configure(decoder_cfg, words, encoder, imagenet_evidence.singulars(words))
+        if matches is not None:  # a joined grid's class logits: on the head's own cells, then resized
+            decoder_cfg = dataclasses.replace(decoder_cfg, imagenet_head_resize=encoder.head_resize())
         decoder = build_caption_decoder(decoder_cfg)
         imagenet_evidence.fill(decoder, matches, encoder)  # decoder.imagenet_weight: the classes that name a word
         self.model = EncodedHead(encoder, decoder)
