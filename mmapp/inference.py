@@ -69,6 +69,12 @@ def _decoded(image: Any) -> bool:
     return isinstance(image, Image.Image) and image.mode == "RGB"
 
 
+def rounded(values: np.ndarray, digits: int) -> list:
+    """An array as nested lists of numbers rounded to ``digits`` decimals. Rounded in float64: a float32
+    0.00112 is 0.001120000029914081 as a Python float and would go out as all 19 characters."""
+    return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+
+
 @dataclass
 class _Result:
     """What every result carries besides its content: the domain verdict and the input's warnings."""
@@ -101,7 +107,7 @@ class CaptionResult(_Result):
     def to_json(self, digits: int = 5) -> dict[str, Any]:
         """The JSON the CLI (``--json``), the HTTP API and the Gradio API return; attention (T, H, W)."""
         return {"caption": self.text, "tokens": list(self.tokens), "score": self.score,
-                "beam_size": self.beam_size, "attention": np.round(self.attention, digits).tolist(),
+                "beam_size": self.beam_size, "attention": rounded(self.attention, digits),
                 **self._common_json()}
 
 
@@ -128,9 +134,8 @@ class AnswerResult(_Result):
         word_attention (T, H, W) (empty for a classifier)."""
         return {"question": self.question,
                 "answers": [{"answer": a, "probability": p} for a, p in self.answers],
-                "attention": np.round(self.attention, digits).tolist(),
-                "glimpses": np.round(self.glimpses, digits).tolist(), "head": self.head,
-                "tokens": list(self.tokens), "word_attention": np.round(self.word_attention, digits).tolist(),
+                "attention": rounded(self.attention, digits), "glimpses": rounded(self.glimpses, digits),
+                "head": self.head, "tokens": list(self.tokens), "word_attention": rounded(self.word_attention, digits),
                 **self._common_json()}
 
 

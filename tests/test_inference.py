@@ -169,6 +169,19 @@ def test_results_carry_the_domain_verdict_and_animation_warning(captioner, tmp_p
     assert r.messages()[: 1] == r.warnings and r.to_json()["warnings"] == r.warnings
 
 
+def test_json_numbers_are_rounded_to_the_digits_asked(captioner, vqa) -> None:
+    import json
+    import re
+
+    (caption,) = captioner.caption(_images(1)[0])
+    (answer,) = vqa.answer(_images(1)[0], "what color is the circle?")
+    for result in (caption, answer):
+        text = json.dumps(result.to_json(digits=4))
+        attention = text.split('"attention": ', 1)[1]
+        assert re.search(r"\d\.\d{5,}", attention) is None  # not float32's 0.001120000029914081
+        assert np.allclose(np.asarray(result.to_json(digits=4)["attention"]), result.attention, atol=5e-5)
+
+
 def test_an_encoder_can_be_shared_between_models(captioner, captioner_checkpoint) -> None:
     again = Captioner.from_checkpoint(captioner_checkpoint, device="cpu", encoder=captioner.encoder)
     assert again.encoder is captioner.encoder
