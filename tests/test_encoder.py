@@ -10,7 +10,7 @@ from mmapp.config import CaptionDecoderConfig, EncoderConfig
 from mmapp.errors import CheckpointError
 from mmapp.losses import caption_loss
 from mmapp.models.caption_decoder import build_caption_decoder
-from mmapp.models.encoder import Encoder, build_encoder
+from mmapp.models.encoder import Encoder, OneDNNPointwiseConv, build_encoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -211,6 +211,11 @@ def test_folded_batchnorms_give_the_same_grid_and_classes(size: int, grid: str) 
     assert folded.folded and not plain.folded
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.backbone.modules())
     assert sum(isinstance(m, nn.BatchNorm2d) for m in plain.backbone.modules()) == 49  # untouched
+    # Lite0's 1x1 convolutions (a pointwise in the first block, two in each of the other 15, the head)
+    # run on oneDNN once folded; the plain encoder (training, fine-tuning) keeps PyTorch's own
+    pointwise = 32 if torch.backends.mkldnn.is_available() else 0
+    assert sum(isinstance(m, OneDNNPointwiseConv) for m in folded.backbone.modules()) == pointwise
+    assert not any(isinstance(m, OneDNNPointwiseConv) for m in plain.backbone.modules())
     batch = torch.stack([preprocess(load_image(data.chelsea()), cfg), preprocess(load_image(data.coffee()), cfg)])
     with torch.no_grad():
         expected, got = plain(batch), folded(batch)
@@ -220,6 +225,23 @@ def test_folded_batchnorms_give_the_same_grid_and_classes(size: int, grid: str) 
     assert classes == plain.classify(batch).argmax(dim=-1).tolist() and classes[1] == 967
     with pytest.raises(RuntimeError, match="folded for inference"):
         folded.fine_tune(1)
+
+
+def test_onednn_pointwise_conv_equals_the_plain_convolution() -> None:
+    """On oneDNN where no gradient is asked for, PyTorch's own convolution where one is; the same
+    output (within float rounding) and the same parameters either way."""
+    torch.manual_seed(0)
+    plain = nn.Conv2d(24, 40, 1)
+    swapped = nn.Conv2d(24, 40, 1)
+    swapped.load_state_dict(plain.state_dict())
+    swapped.__class__ = OneDNNPointwiseConv
+    x = torch.randn(3, 24, 9, 9).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.allclose(swapped(x), plain(x), atol=1e-5)
+    y = x.clone().requires_grad_(True)
+    swapped(y).sum().backward()  # the gradient path is the plain convolution's
+    assert y.grad is not None and swapped.weight.grad is not None
+    assert list(swapped.state_dict()) == list(plain.state_dict())
 
 
 def test_loaded_inference_models_have_their_batchnorms_folded(captioner_checkpoint) -> None:
