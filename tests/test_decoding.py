@@ -173,6 +173,24 @@ def test_batched_beam_search_equals_one_image_at_a_time() -> None:
             assert torch.allclose(batched.attention[b, :n], alone.attention[0, :n], atol=1e-5)
 
 
+def test_beams_read_their_image_memory_without_a_copy_per_beam() -> None:
+    """The memory a step reads only with attention weights stays one row per image (``ImageRows``)
+    in the search; the result is what a copy of it per beam gives."""
+    from mmapp.models.image_rows import ImageRows
+
+    decoder = random_decoder(5, end_bias=1.0)
+    features = features_for(5, 4)
+    memory, state = decoder.rows_of_images(decoder.prepare(features), torch.arange(4).repeat_interleave(3))
+    assert isinstance(memory["features"], ImageRows) and memory["features"].values.shape[0] == 4
+    assert memory["keys"].shape[0] == 12 and state["h"].shape[0] == 12  # read row by row: copied
+    shared = beam_search(decoder, features, 3, 10, START, END)
+    decoder.weighted_memory = ()  # every entry copied to each beam, as before ImageRows
+    copied = beam_search(decoder, features, 3, 10, START, END)
+    assert torch.equal(shared.tokens, copied.tokens)
+    assert torch.allclose(shared.scores, copied.scores, atol=1e-5)
+    assert torch.allclose(shared.attention, copied.attention, atol=1e-6)
+
+
 def test_stopping_once_the_kept_beams_ended_changes_no_result(monkeypatch: pytest.MonkeyPatch) -> None:
     # The early stop (every image's n best beams have ended) against running until every beam has ended.
     import mmapp.models.decoding as decoding

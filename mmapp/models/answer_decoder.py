@@ -63,6 +63,7 @@ class FusedInput(CaptionDecoder):
     def __init__(self, decoder: AnswerDecoder, fused: Tensor) -> None:
         super().__init__()  # a wrapper: builds nothing
         self.decoder, self.fused = decoder, fused
+        self.weighted_memory = decoder.weighted_memory
 
     def prepare(self, features: Tensor) -> State:
         return {**self.decoder.prepare(features), "fused": self.fused}  # (B, P, D), (B, P, A), (B, F)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mmapp.config import CaptionDecoderConfig
+from mmapp.models.image_rows import ImageRows
 
 State = dict[str, Tensor]
 
@@ -31,6 +32,9 @@ class CaptionDecoder(nn.Module):
     """
 
     cfg: CaptionDecoderConfig
+    # the memory entries a step reads only through ``image_rows.weighted_sum``: ``rows_of_images``
+    # keeps them one row per image (``ImageRows``) instead of copying them to every caption or beam
+    weighted_memory: tuple[str, ...] = ()
 
     def __init__(self, cfg: CaptionDecoderConfig | None = None) -> None:
         super().__init__()
@@ -69,3 +73,13 @@ class CaptionDecoder(nn.Module):
         if image_index is None:
             return memory
         return {name: t.index_select(0, image_index) for name, t in memory.items()}  # (B, ...)
+
+    def rows_of_images(self, memory: State, image_of_row: Tensor) -> tuple[State, State]:
+        """Per-image memory -> (memory, initial state) for R rows, row r reading image
+        ``image_of_row[r]`` (R,): the ``weighted_memory`` entries as ``ImageRows``, the other entries
+        and the state copied per row. Beam search's beams and a training batch's captions both read
+        their image's memory this way."""
+        state = {name: v.index_select(0, image_of_row) for name, v in self.init_state(memory).items()}
+        rows = {name: ImageRows.for_rows(v, image_of_row) if name in self.weighted_memory
+                else v.index_select(0, image_of_row) for name, v in memory.items()}
+        return rows, state

@@ -31,8 +31,10 @@ class Decoded:
     attention: Tensor
 
 
-def _expand(memory: State, k: int) -> State:
-    return {name: t.repeat_interleave(k, dim=0) for name, t in memory.items()}  # (B*K, ...)
+def _rows(decoder: CaptionDecoder, features: Tensor, k: int) -> tuple[State, State]:
+    """features (B, P, D) -> memory and initial state for B*K rows, image-major (K per image)."""
+    image_of_row = torch.arange(features.shape[0], device=features.device).repeat_interleave(k)  # (B*K,)
+    return decoder.rows_of_images(decoder.prepare(features), image_of_row)
 
 
 def _select(state: State, rows: Tensor) -> State:
@@ -98,8 +100,7 @@ def sample(decoder: CaptionDecoder, features: Tensor, num_samples: int, max_len:
     if num_samples < 1:
         raise ValueError("num_samples must be >= 1")
     B = features.shape[0]
-    memory = _expand(decoder.prepare(features), num_samples)
-    state = decoder.init_state(memory)
+    memory, state = _rows(decoder, features, num_samples)
     rows = B * num_samples
     tokens = torch.full((rows,), start_id, dtype=torch.long, device=features.device)
     finished = torch.zeros(rows, dtype=torch.bool, device=features.device)
@@ -168,8 +169,7 @@ def beam_search_n_best(decoder: CaptionDecoder, features: Tensor, beam_size: int
         raise ValueError(f"n_best must be in 1..beam_size ({beam_size}), got {n_best}")
     B, P, K = features.shape[0], features.shape[1], beam_size
     device = features.device
-    memory = _expand(decoder.prepare(features), K)
-    state = decoder.init_state(memory)
+    memory, state = _rows(decoder, features, K)
     tokens = torch.full((B * K,), start_id, dtype=torch.long, device=device)
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start equal: only one may expand at the first step

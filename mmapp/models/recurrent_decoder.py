@@ -32,9 +32,7 @@ class RecurrentAttentionDecoder(CaptionDecoder):
     The cell is ``cfg.cell``: lstm (default), gru, peephole or rnn; ``cfg.num_layers`` >= 1.
     """
 
-    # the memory entries a step reads only through ``weighted_sum`` (a training path may hold them
-    # as ``ImageRows``, one row per image); the others it reads row by row
-    weighted_memory = ("features", "imagenet_logits")
+    weighted_memory = ("features", "imagenet_logits")  # read only through weighted_sum
 
     def __init__(self, cfg: CaptionDecoderConfig) -> None:
         super().__init__(cfg)

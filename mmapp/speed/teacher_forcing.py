@@ -28,7 +28,6 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from mmapp.models.image_rows import ImageRows
 from mmapp.models.recurrent_decoder import RecurrentAttentionDecoder, caption_lengths, stack_or_none, zero_after_end
 
 PATHS = ("plain", "shrink", "compile", "static")
@@ -83,15 +82,6 @@ def all_steps_forward(decoder: RecurrentAttentionDecoder, features: Tensor, inpu
     return logits, torch.stack(alphas, dim=1)  # (B, T, V), (B, T, P)
 
 
-def _rows_of_images(decoder: RecurrentAttentionDecoder, memory: dict, image_of_row: Tensor) -> tuple[dict, dict]:
-    """Per-image memory and initial state -> one row per caption (``image_of_row`` (R,)): the entries
-    the decoder reads only with weights as ``ImageRows``, the rest (and the state) copied per row."""
-    state = {name: v.index_select(0, image_of_row) for name, v in decoder.init_state(memory).items()}
-    rows = {name: ImageRows.for_rows(v, image_of_row) if name in decoder.weighted_memory
-            else v.index_select(0, image_of_row) for name, v in memory.items()}
-    return rows, state
-
-
 def shrinking_forward(decoder: RecurrentAttentionDecoder, features: Tensor, inputs: Tensor,
                       image_index: Tensor | None) -> tuple[Tensor, Tensor]:
     """The plain forward's result with the steps that read ``<end>``/``<pad>`` never computed:
@@ -103,7 +93,7 @@ def shrinking_forward(decoder: RecurrentAttentionDecoder, features: Tensor, inpu
     order = torch.argsort(lengths, descending=True, stable=True)  # (B,) longest first
     rows_at = (lengths.unsqueeze(1) > torch.arange(T, device=inputs.device)).sum(dim=0).tolist()  # per step
     image_of_row = order if image_index is None else image_index.index_select(0, order)  # (B,) sorted rows' images
-    memory, state = _rows_of_images(decoder, decoder.prepare(features), image_of_row)
+    memory, state = decoder.rows_of_images(decoder.prepare(features), image_of_row)
     embedded = decoder.embedding(inputs.index_select(0, order))  # (B, T, E) in sorted order
     tops, alphas, attended = [], [], []
     for t, rows in enumerate(rows_at):
