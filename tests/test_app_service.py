@@ -190,6 +190,45 @@ def test_micro_batcher_lingers_for_stragglers_only_under_load():
     batcher.close()
 
 
+def test_micro_batcher_waits_for_items_still_being_prepared():
+    """An item announced with submit_after joins the batch that is about to run while it is being
+    prepared: the first item alone waits for it (a plain submit of the second would come too late,
+    and the batch sizes would be [1, 1])."""
+    first_queued = threading.Event()
+
+    def run(items):
+        return list(items)
+
+    batcher = MicroBatcher(run, max_batch_size=4, arrival_wait_s=5.0)
+
+    def slow_prepare():
+        assert first_queued.wait(5)
+        time.sleep(0.1)  # far longer than it takes a worker to pick up the first item
+        return "second"
+
+    second = threading.Thread(target=batcher.submit_after, args=(slow_prepare,))
+    second.start()
+    time.sleep(0.05)  # "second" is announced before "first" is queued
+    first = threading.Thread(target=batcher.submit, args=("first",))
+    first.start()
+    time.sleep(0.02)
+    first_queued.set()
+    first.join()
+    second.join()
+    assert list(batcher.batch_sizes) == [2]
+
+    def failing_prepare():
+        raise ValueError("unreadable")
+
+    with pytest.raises(ValueError, match="unreadable"):
+        batcher.submit_after(failing_prepare)
+    assert batcher._arriving == 0  # a failed preparation is no longer waited for
+    start = time.monotonic()
+    assert batcher.submit("alone") == "alone"
+    assert time.monotonic() - start < 1.0
+    batcher.close()
+
+
 def test_micro_batcher_workers_run_batches_at_once():
     """Two workers run two batches at the same time (each batch waits for the other to start: one
     worker would time out); every item gets its own result and close() stops both workers."""

@@ -88,7 +88,7 @@ class AppService:
         """One decoded image -> its caption, word attention (T, H, W), domain verdict; ``warnings``
         (the image's, from ``open_upload``) come first in the result's."""
         beam_size = check_beam_size(beam_size)
-        result = self.captions.submit((self.captioner.prepare(image), image.size, beam_size))
+        result = self.captions.submit_after(lambda: (self.captioner.prepare(image), image.size, beam_size))
         return dataclasses.replace(result, warnings=[*warnings, *result.warnings])
 
     def answer(self, image: Image.Image, question: Any, warnings: Sequence[str] = (),
@@ -97,8 +97,8 @@ class AppService:
         top_k = check_top_k(top_k)
         question, question_warnings = self.vqa.check_question(question)
         # a classifier's top answers do not depend on how many are kept; a generative head's beam does
-        result = self.answers.submit((self.vqa.prepare(image), image.size, question,
-                                      top_k if self.vqa.generate else MAX_TOP_K))
+        result = self.answers.submit_after(lambda: (self.vqa.prepare(image), image.size, question,
+                                                    top_k if self.vqa.generate else MAX_TOP_K))
         return dataclasses.replace(result, answers=result.answers[:top_k],
                                    warnings=[*warnings, *question_warnings, *result.warnings])
 
