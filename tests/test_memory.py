@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from mmapp.memory import cuda_code_mappings
 
 MAPS = """\
@@ -43,3 +45,44 @@ print(mapped, released, resident_mib() < before, float((x @ x.T).sum()))
         assert released > 10 and smaller
     else:  # a CPU build maps no CUDA library: nothing to release
         assert released == 0
+
+
+ARENAS = """
+import ctypes, sys, threading
+from mmapp.memory import limit_malloc_arenas
+took = limit_malloc_arenas(1) if sys.argv[1] == "limit" else None
+libc = ctypes.CDLL(None)
+libc.malloc.restype = libc.open_memstream.restype = ctypes.c_void_p
+libc.malloc.argtypes = libc.free.argtypes = libc.fflush.argtypes = libc.fclose.argtypes = [ctypes.c_void_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+start = threading.Barrier(8)
+
+def allocate():  # eight threads allocating at once contend for the arenas
+    start.wait()
+    blocks = [libc.malloc(4096) for _ in range(2000)]
+    for b in blocks:
+        libc.free(b)
+
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+buf, size = ctypes.c_char_p(), ctypes.c_size_t()
+stream = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))
+libc.malloc_info(0, stream)
+libc.fflush(stream)
+print(took, buf.value.decode().count("<heap nr="))
+libc.fclose(stream)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas: Linux only")
+def test_limiting_malloc_arenas_keeps_threads_on_the_allowed_arenas() -> None:
+    counts = {}
+    for mode in ("limit", "default"):
+        out = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, check=True)
+        took, heaps = out.stdout.split()
+        counts[mode] = (took, int(heaps))
+    assert counts["limit"] == ("True", 1)
+    assert counts["default"][1] > 1  # without it, contending threads get arenas of their own

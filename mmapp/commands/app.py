@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mmapp.distributed import resolve_device
     from mmapp.errors import InputError
-    from mmapp.memory import release_cuda_code_pages
+    from mmapp.memory import limit_malloc_arenas, release_cuda_code_pages
 
     try:
         device = resolve_device(args.device)
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if device.type == "cpu":  # torch's CUDA libraries never run here: keep them out of the RSS (mmapp/memory.py)
         release_cuda_code_pages()
+        limit_malloc_arenas(os.cpu_count() or 1)  # not one per request thread
     # heavy: gradio and torch, only when the app is served
     from mmapp.app.ui import build_demo, launch_demo  # sets GRADIO_ANALYTICS_ENABLED before gradio loads
     from mmapp.inference import Captioner, VQAModel
