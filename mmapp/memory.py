@@ -76,9 +76,10 @@ def limit_malloc_arenas(arenas: int) -> bool:
 
     Every thread that allocates while another holds an arena's lock gets an arena of its own, and
     each keeps the memory its thread freed. The app's request threads (one per concurrent request)
-    and batch workers each grew one: with 2, the served app under 16 HTTP clients peaked at 959-963
-    MiB against 1,007-1,033 MiB (docs/benchmarks.md). Call it before the threads start. Returns
-    whether glibc took the setting (False elsewhere)."""
+    and batch workers each grew one. On the 2-core machine under 16 HTTP clients (docs/benchmarks.md):
+    with 4 arenas the served app peaked at 958-982 MiB against 988-1,047 MiB, at the same throughput;
+    with 2 it peaked lower still but served about 15 % fewer requests (threads waiting on the arenas'
+    locks). Call it before the threads start. Returns whether glibc took the setting (False elsewhere)."""
     if not sys.platform.startswith("linux"):
         return False
     try:

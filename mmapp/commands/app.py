@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if device.type == "cpu":  # torch's CUDA libraries never run here: keep them out of the RSS (mmapp/memory.py)
         release_cuda_code_pages()
-        limit_malloc_arenas(os.cpu_count() or 1)  # not one per request thread
+        limit_malloc_arenas(2 * (os.cpu_count() or 1))  # two per core, not one per request thread
     # heavy: gradio and torch, only when the app is served
     from mmapp.app.ui import build_demo, launch_demo  # sets GRADIO_ANALYTICS_ENABLED before gradio loads
     from mmapp.inference import Captioner, VQAModel
