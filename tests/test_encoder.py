@@ -250,3 +250,20 @@ def test_loaded_inference_models_have_their_batchnorms_folded(captioner_checkpoi
     captioner = Captioner.from_checkpoint(captioner_checkpoint, "cpu")
     assert captioner.encoder.folded
     assert not any(isinstance(m, nn.BatchNorm2d) for m in captioner.encoder.backbone.modules())
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_zero_pad_is_f_pad_in_the_inputs_layout(channels_last: bool) -> None:
+    from mmapp.models.efficientnet_lite import zero_pad
+
+    x = torch.randn(2, 5, 7, 6, requires_grad=True)
+    given = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    padded = zero_pad(given, 1, 2, 0, 3)  # left, right, top, bottom: asymmetric, as TensorFlow's "same"
+    expected = torch.nn.functional.pad(x, [1, 2, 0, 3])
+    assert padded.shape == (2, 5, 10, 9) and torch.equal(padded, expected)
+    assert padded.is_contiguous(memory_format=torch.channels_last) == channels_last
+    weights = torch.randn_like(expected)
+    grad, = torch.autograd.grad((padded * weights).sum(), x)
+    expected_grad, = torch.autograd.grad((expected * weights).sum(), x)
+    assert torch.equal(grad, expected_grad)
+    assert zero_pad(given, 0, 0, 0, 0) is given
