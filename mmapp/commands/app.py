@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mmapp.distributed import resolve_device
     from mmapp.errors import InputError
-    from mmapp.memory import limit_malloc_arenas, release_cuda_code_pages
+    from mmapp.memory import limit_malloc_arenas, release_cuda_code_pages, reuse_freed_memory
 
     try:
         device = resolve_device(args.device)
@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cpu":  # torch's CUDA libraries never run here: keep them out of the RSS (mmapp/memory.py)
         release_cuda_code_pages()
         limit_malloc_arenas(2 * (os.cpu_count() or 1))  # two per core, not one per request thread
+        reuse_freed_memory()  # model calls reuse mapped pages rather than fault in fresh ones
     # heavy: gradio and torch, only when the app is served
     from mmapp.app.ui import build_demo, launch_demo  # sets GRADIO_ANALYTICS_ENABLED before gradio loads
     from mmapp.inference import Captioner, VQAModel

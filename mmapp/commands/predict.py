@@ -192,6 +192,14 @@ def _safe(text: str) -> str:
 # ---------------------------------------------------------------------------------------------- caption
 
 
+def _on_cpu_reuse_memory(model) -> None:
+    """On a CPU, let successive model calls reuse freed memory (``mmapp.memory.reuse_freed_memory``)."""
+    if model.device.type == "cpu":
+        from mmapp.memory import reuse_freed_memory
+
+        reuse_freed_memory()
+
+
 def run_caption(args: argparse.Namespace) -> int:
     from mmapp.app.overlay import word_overlays  # heavy: torch
     from mmapp.inference import Captioner
@@ -214,6 +222,7 @@ def run_caption(args: argparse.Namespace) -> int:
         return run.finish("images")
     model = Captioner.from_checkpoint(args.checkpoint, args.device) if args.checkpoint else \
         Captioner.from_pretrained(args.device)
+    _on_cpu_reuse_memory(model)
     out, collected = _writer(args), []
     for chunk in _chunks(paths, args.batch_size):
         opened = _open(run, chunk)
@@ -291,6 +300,7 @@ def run_ask(args: argparse.Namespace) -> int:
         return run.finish("questions")
     model = VQAModel.from_checkpoint(args.checkpoint, args.device) if args.checkpoint else \
         VQAModel.from_pretrained(args.device)
+    _on_cpu_reuse_memory(model)
     checked: dict[str, list[tuple[str, int, list[str]]]] = {}
     for path, question, qid in asked:
         try:
