@@ -100,12 +100,12 @@ def reuse_freed_memory(trim_mib: int = 128, top_pad_mib: int = 32) -> bool:
     call then writes its large activations (a (4, 96, 113, 113) float map is 19.6 MiB) into fresh
     pages, and each first touch of a 4 KiB page is a page fault: 1,200-2,100 per image through the
     inference encoder, about 3 microseconds each on the 2-core VM, a quarter to a third of the
-    encoder's time; the served app took about 2,000 faults per request, 190 with this (docs/benchmarks.md). Here the
-    threshold is fixed at 32 MiB, a heap keeps up to ``trim_mib`` of free memory at its top, and grows
-    ``top_pad_mib`` at a time. Memory that was in use is kept rather than handed back, so the
-    resident set stays at its peak instead of returning below it. Call it in a process that runs
-    models on the CPU (the app, ``mmapp caption`` / ``ask``, ``mmapp features``), not from library
-    code. Returns whether glibc took all three settings (False elsewhere)."""
+    encoder's time; the served app took about 2,000 faults per request, 190 with this
+    (docs/benchmarks.md). Here the threshold is fixed at 32 MiB, a heap keeps up to ``trim_mib`` of
+    free memory at its top, and grows ``top_pad_mib`` at a time. Memory that was in use is kept
+    rather than handed back, so the resident set stays at its peak instead of returning below it.
+    Call it in a process that runs models on the CPU (the app, ``mmapp caption`` / ``ask``,
+    ``mmapp features``), not from library code. Returns whether glibc took all three settings (False elsewhere)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
