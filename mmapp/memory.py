@@ -115,3 +115,8 @@ def reuse_freed_memory(trim_mib: int = 128, top_pad_mib: int = 32) -> bool:
                     bool(libc.mallopt(M_TOP_PAD, int(top_pad_mib) << 20))])
     except (OSError, AttributeError):
         return False
+
+
+def reuse_freed_memory_on(device: object) -> bool:
+    """``reuse_freed_memory()`` where ``device`` (a ``torch.device``) is the CPU; False elsewhere."""
+    return getattr(device, "type", None) == "cpu" and reuse_freed_memory()

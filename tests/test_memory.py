@@ -92,10 +92,10 @@ REUSE = """
 import resource, sys, threading, torch
 from PIL import Image
 from mmapp.inference import Captioner
-from mmapp.memory import reuse_freed_memory
+from mmapp.memory import reuse_freed_memory_on
 torch.set_num_threads(1)
 captioner = Captioner.from_pretrained("cpu")  # the shipped captioner: the app's encoder and decoder
-took = reuse_freed_memory() if sys.argv[1] == "reuse" else None
+took = reuse_freed_memory_on(captioner.device) if sys.argv[1] == "reuse" else None
 image = Image.new("RGB", (320, 240), (200, 120, 40))
 faults = []
 
@@ -126,3 +126,11 @@ def test_reusing_freed_memory_spares_the_models_their_page_faults() -> None:
     # by default each call writes its large activations into fresh pages: hundreds of faults an image
     assert faults["default"][1] > 300
     assert faults["reuse"][1] < faults["default"][1] / 10
+
+
+def test_memory_is_kept_for_reuse_only_on_a_cpu() -> None:
+    import torch
+
+    from mmapp.memory import reuse_freed_memory_on
+
+    assert reuse_freed_memory_on(torch.device("meta")) is False  # glibc untouched: no CPU model here

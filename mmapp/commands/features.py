@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mmapp.data.feature_extraction import extract_features
     from mmapp.distributed import cleanup, device_for, setup
-    from mmapp.memory import reuse_freed_memory
+    from mmapp.memory import reuse_freed_memory_on
     from mmapp.models.encoder import build_encoder
 
     if args.batch_size < 1 or args.workers < 0:
@@ -117,8 +117,7 @@ def run(args: argparse.Namespace) -> int:
     device = device_for(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     started = not dist.is_initialized()
     info = setup(device)
-    if device.type == "cpu":  # successive batches reuse freed memory (mmapp/memory.py)
-        reuse_freed_memory()
+    reuse_freed_memory_on(device)  # on a CPU, successive batches reuse freed memory
     try:
         encoder = build_encoder(cfg).fold_batchnorm()  # inference only: BatchNorms folded, ~25 % faster
         cache = extract_features(paths, keys, encoder, args.out, batch_size=args.batch_size, device=device,

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Sequence, TextIO
 from tqdm import tqdm
 
 from mmapp.errors import EXIT_BAD_INPUT, EXIT_PARTIAL, DataError, ImageError, InputError, UsageError
+from mmapp.memory import reuse_freed_memory_on
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 PROGRESS_AFTER = 8  # a progress bar for more images than this
@@ -192,14 +193,6 @@ def _safe(text: str) -> str:
 # ---------------------------------------------------------------------------------------------- caption
 
 
-def _on_cpu_reuse_memory(model) -> None:
-    """On a CPU, let successive model calls reuse freed memory (``mmapp.memory.reuse_freed_memory``)."""
-    if model.device.type == "cpu":
-        from mmapp.memory import reuse_freed_memory
-
-        reuse_freed_memory()
-
-
 def run_caption(args: argparse.Namespace) -> int:
     from mmapp.app.overlay import word_overlays  # heavy: torch
     from mmapp.inference import Captioner
@@ -222,7 +215,7 @@ def run_caption(args: argparse.Namespace) -> int:
         return run.finish("images")
     model = Captioner.from_checkpoint(args.checkpoint, args.device) if args.checkpoint else \
         Captioner.from_pretrained(args.device)
-    _on_cpu_reuse_memory(model)
+    reuse_freed_memory_on(model.device)
     out, collected = _writer(args), []
     for chunk in _chunks(paths, args.batch_size):
         opened = _open(run, chunk)
@@ -300,7 +293,7 @@ def run_ask(args: argparse.Namespace) -> int:
         return run.finish("questions")
     model = VQAModel.from_checkpoint(args.checkpoint, args.device) if args.checkpoint else \
         VQAModel.from_pretrained(args.device)
-    _on_cpu_reuse_memory(model)
+    reuse_freed_memory_on(model.device)
     checked: dict[str, list[tuple[str, int, list[str]]]] = {}
     for path, question, qid in asked:
         try:
