@@ -81,13 +81,7 @@ def limit_malloc_arenas(arenas: int) -> bool:
     with 4 arenas the served app peaked at 958-982 MiB against 988-1,047 MiB, at the same throughput;
     with 2 it peaked lower still but served about 15 % fewer requests (threads waiting on the arenas'
     locks). Call it before the threads start. Returns whether glibc took the setting (False elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(M_ARENA_MAX, int(arenas)))
-    except (OSError, AttributeError):
-        return False
+    return _mallopt((M_ARENA_MAX, arenas))
 
 
 def reuse_freed_memory(trim_mib: int = 128, top_pad_mib: int = 32) -> bool:
@@ -106,17 +100,21 @@ def reuse_freed_memory(trim_mib: int = 128, top_pad_mib: int = 32) -> bool:
     rather than handed back, so the resident set stays at its peak instead of returning below it.
     Call it in a process that runs models on the CPU (the app, ``mmapp caption`` / ``ask``,
     ``mmapp features``), not from library code. Returns whether glibc took all three settings (False elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        return all([bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)),
-                    bool(libc.mallopt(M_TRIM_THRESHOLD, int(trim_mib) << 20)),
-                    bool(libc.mallopt(M_TOP_PAD, int(top_pad_mib) << 20))])
-    except (OSError, AttributeError):
-        return False
+    return _mallopt((M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (M_TRIM_THRESHOLD, int(trim_mib) << 20),
+                    (M_TOP_PAD, int(top_pad_mib) << 20))
 
 
 def reuse_freed_memory_on(device: object) -> bool:
     """``reuse_freed_memory()`` where ``device`` (a ``torch.device``) is the CPU; False elsewhere."""
     return getattr(device, "type", None) == "cpu" and reuse_freed_memory()
+
+
+def _mallopt(*settings: tuple[int, int]) -> bool:
+    """glibc's ``mallopt(parameter, value)`` for each setting; whether it took them all (False off glibc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return all([bool(libc.mallopt(parameter, int(value))) for parameter, value in settings])
+    except (OSError, AttributeError):
+        return False
