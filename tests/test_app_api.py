@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,8 +41,8 @@ def server(tmp_path_factory):
     demo = build_service_demo(service)
     _, url, _ = launch_demo(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     client = Client(url, verbose=False)
-    yield {"client": client, "url": url, "service": service, "scene": write_scene(folder / "scene.png"),
-           "folder": folder, "grid": captioner.grid}
+    yield {"client": client, "url": url, "service": service, "demo": demo,
+           "scene": write_scene(folder / "scene.png"), "folder": folder, "grid": captioner.grid}
     demo.close()
     service.close()
 
@@ -294,3 +296,20 @@ def test_concurrent_http_requests_are_batched(server):
     with ThreadPoolExecutor(12) as pool:
         codes = list(pool.map(one, range(12)))
     assert codes == [200] * 12 and max(service.captions.batch_sizes) > 1
+
+
+def _voluntary_switches(native_id: int) -> int:
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts a thread's wake-ups in Linux's /proc")
+def test_the_idle_server_wakes_up_rarely(server):
+    # Gradio's queue, left alone, polls every 1 ms (and for progress every 10 ms): ~1,100 wake-ups a
+    # second of the server's thread, idle or not. Polling every 10 ms, about 130 (uvicorn's own tick too).
+    thread = server["demo"].server.thread
+    before, start = _voluntary_switches(thread.native_id), time.monotonic()
+    time.sleep(1.0)
+    per_second = (_voluntary_switches(thread.native_id) - before) / (time.monotonic() - start)
+    assert per_second < 400, f"the idle server's thread woke up {per_second:.0f} times a second"
+    assert caption(server, server["scene"])["caption"]  # and a UI request is still served

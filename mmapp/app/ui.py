@@ -32,6 +32,11 @@ from mmapp.inference import MAX_BEAM_SIZE, MAX_QUESTION_CHARS, TOP_K, Captioner,
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD = "20mb"
+# How often Gradio's queue looks for new UI events while it has none, and for progress to send. Gradio's
+# own are 1 ms and 10 ms: about 1,100 wake-ups a second of the server's event loop, idle or not, each
+# waiting for the GIL beside the batch workers (docs/benchmarks.md, "The Gradio queue's polling").
+QUEUE_POLL_S = 0.01
+PROGRESS_POLL_S = 0.1
 CSS = """
 #ood-warning {border: 1px solid #d97706; background: #fffbeb; border-radius: 8px; padding: 4px 14px;}
 #ood-warning * {color: #78350f !important; border: none !important; background: none !important;}
@@ -205,8 +210,21 @@ def build_service_demo(service: AppService) -> gr.Blocks:
         gr.Button(visible=False).click(_user_errors(h.answer_api), [image, question], api_json, api_name="answer",
                                        concurrency_id="answer", **api)
     demo.queue(default_concurrency_limit=limit, max_size=512)
+    _poll_queue_less(demo)
     demo.http_routes = http_api.routes(service).routes  # served beside the UI by launch_demo
     return demo
+
+
+def _poll_queue_less(demo: gr.Blocks) -> None:
+    """Let Gradio's queue poll every ``QUEUE_POLL_S`` rather than every 1 ms: a UI event then waits at
+    most 10 ms more to start, and the HTTP API's routes, which do not go through the queue, not at all.
+    Gradio (6.x) has no public setting for this; without these attributes the queue is left as it is."""
+    queue = getattr(demo, "_queue", None)
+    for name, seconds in (("sleep_when_free", QUEUE_POLL_S), ("progress_update_sleep_when_free", PROGRESS_POLL_S)):
+        if hasattr(queue, name):
+            setattr(queue, name, max(getattr(queue, name), seconds))
+        else:
+            log.debug("gradio's queue has no %s: its polling is left as it is", name)
 
 
 def _example_blocks(image: gr.Image) -> None:
