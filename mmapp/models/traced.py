@@ -3,10 +3,11 @@
 Each torch operation called from Python gives the GIL back while it runs and takes it again after.
 Beside other busy threads (the app's second batch worker, its HTTP and request threads) each of
 those hand-backs may wait for the GIL, and the thread is put to sleep and woken again. The
-EfficientNet-Lite0 encoder makes about 300 such calls per forward: two encoder threads in one
-process sustained 146-185 images/s against 200 in two processes. A trace runs the same operations
-in C++ under one hand-back of the GIL: 213-216 images/s, a fifth of the context switches, and the
-same results, bitwise (docs/benchmarks.md, "The encoder's GIL hand-backs").
+EfficientNet-Lite0 encoder makes about 570 calls from Python into C per forward, most of them
+torch operations: two encoder threads in one process sustained 146-185 images/s against 200 in
+two processes. A trace runs the same operations in C++ under one hand-back of the GIL: 213-216
+images/s, a fifth of the context switches, and the same results, bitwise (docs/benchmarks.md,
+"The Gradio queue's polling, and the encoder's GIL hand-backs").
 
 TorchScript is deprecated in favour of ``torch.compile`` and ``torch.export``, but neither runs a graph
 outside Python without compiling C++ at run time (a compiler, and seconds to minutes of start-up). The
