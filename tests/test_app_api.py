@@ -313,3 +313,17 @@ def test_the_idle_server_wakes_up_rarely(server):
     per_second = (_voluntary_switches(thread.native_id) - before) / (time.monotonic() - start)
     assert per_second < 400, f"the idle server's thread woke up {per_second:.0f} times a second"
     assert caption(server, server["scene"])["caption"]  # and a UI request is still served
+
+
+def test_http_replies_hold_the_values_json_would():
+    import json
+
+    from mmapp.http_api import JSONReply
+    from mmapp.inference import rounded
+
+    content = {"caption": "un café ✨", "score": -1.2345678901234567, "beam_size": 3, "flagged": True,
+               "image": None, "attention": rounded(np.random.default_rng(0).random((3, 2, 2)), 5)}
+    reply = JSONReply(content)
+    assert reply.media_type == "application/json"
+    assert json.loads(reply.body) == content and "café ✨" in reply.body.decode("utf-8")
+
