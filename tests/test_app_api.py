@@ -327,3 +327,10 @@ def test_http_replies_hold_the_values_json_would():
     assert reply.media_type == "application/json"
     assert json.loads(reply.body) == content and "café ✨" in reply.body.decode("utf-8")
 
+
+def test_the_server_parses_http_and_runs_its_event_loop_in_c(server):
+    # uvicorn takes httptools and uvloop when they are installed (pyproject.toml): a request's
+    # parsing and the event loop's work are then C rather than Python (h11, asyncio)
+    uvicorn_server = server["demo"].server
+    assert uvicorn_server.config.http_protocol_class.__name__ == "HttpToolsProtocol"
+    assert type(uvicorn_server.servers[0]).__module__.startswith("uvloop")
