@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.common import Figure, Sizes, against, median, process_memory_mb
@@ -171,16 +172,18 @@ def run(sizes: Sizes, folder: Path) -> list[Figure]:
             c.predict(handle_file(str(image)), 3, api_name="/caption")
 
         for verify, how in ((True, "gradio_client defaults"), (False, "gradio_client, ssl_verify=False")):
-            measured[how] = _measure(gradio_request, lambda: _client(app.url, verify), sizes)
+            measured[how] = _measure(gradio_request, lambda: _client(app.url, verify), sizes, app.proc.pid)
         measured["HTTP POST /v1/caption, httpx, multipart"] = _measure(_http_request(app.url, image),
-                                                                       _http_client, sizes)
+                                                                       _http_client, sizes, app.proc.pid)
         rss, peak = process_memory_mb(app.proc.pid)
 
     floor = import_floor_mib()
     direct_ms = median(direct) * 1e3
     figures = [Figure(GROUP, "caption, direct call (Captioner.caption)", direct_ms, "ms", False, note=note,
                       samples=direct)]
-    for how, (times, concurrent_rate) in measured.items():
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    for how, m in measured.items():
+        times, concurrent_rate = m.times, m.concurrent_rate
         served_ms, one_client_rate = median(times) * 1e3, 1.0 / median(times)
         overhead = served_ms - direct_ms
         figures += [
@@ -191,6 +194,16 @@ def run(sizes: Sizes, folder: Path) -> list[Figure]:
                    True, "1 client (same run)", against(concurrent_rate, one_client_rate, True), 3.0,
                    f"1 client: {one_client_rate:.1f} requests/s; {note}"),
         ]
+        if m.one_client_cpu and m.concurrent_cpu:
+            # the clients cannot go faster than the cores spend on their requests: what N clients can
+            # reach against one, with every core busy, at the CPU a request took under that load
+            under_load = sum(m.concurrent_cpu)
+            figures.append(Figure(
+                GROUP, f"most {sizes.app_clients} clients can reach on {cores} cores ({how})",
+                cores * served_ms / under_load, "x 1 client", True,
+                note=f"information: {cores} cores x 1 client's {served_ms:.1f} ms / the CPU a request took under "
+                     f"load, {under_load:.1f} ms (app {m.concurrent_cpu[0]:.1f} + clients {m.concurrent_cpu[1]:.1f}); "
+                     f"1 client's request took app {m.one_client_cpu[0]:.1f} + client {m.one_client_cpu[1]:.1f} ms"))
     return figures + [
         Figure(GROUP, "cold start: `mmapp app` to its first answered POST /v1/caption", cold_start_s, "s", False,
                "target 10 s", against(cold_start_s, 10.0, False), 1.0, note),
@@ -201,17 +214,54 @@ def run(sizes: Sizes, folder: Path) -> list[Figure]:
     ]
 
 
-def _measure(request, make_client, sizes: Sizes) -> tuple[list[float], float]:
-    """(one client's latencies in s, requests/s of ``sizes.app_clients`` clients at once)."""
+def _measure(request, make_client, sizes: Sizes, pid: int) -> "Measured":
+    """One client's latencies, then ``sizes.app_clients`` clients at once, with the CPU each took."""
     client = make_client()
     for _ in range(2):
         request(client)
     times = []
+    cpu = _CPUClock(pid)
     for _ in range(sizes.app_requests * 2):
         start = time.perf_counter()
         request(client)
         times.append(time.perf_counter() - start)
-    return times, _concurrent_rate(request, [make_client() for _ in range(sizes.app_clients)], sizes.app_requests)
+    one_cpu = cpu.per_request(len(times))
+    rate, many_cpu = _concurrent_rate(request, [make_client() for _ in range(sizes.app_clients)], sizes.app_requests,
+                                      pid)
+    return Measured(times, rate, one_cpu, many_cpu)
+
+
+@dataclass
+class Measured:
+    """One client's latencies (s), the requests/s of many at once, and the CPU a request took in each
+    (ms: the app's process, then this one's, the clients'), or None where ``/proc`` cannot tell."""
+
+    times: list[float]
+    concurrent_rate: float
+    one_client_cpu: tuple[float, float] | None
+    concurrent_cpu: tuple[float, float] | None
+
+
+class _CPUClock:
+    """CPU time used since it was made, by the app's process (Linux ``/proc``) and by this one."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = self._now()
+
+    def _now(self) -> tuple[float, float] | None:
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        mine = os.times()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), mine.user + mine.system
+
+    def per_request(self, requests: int) -> tuple[float, float] | None:
+        now = self._now()
+        if now is None or self.start is None:
+            return None
+        return tuple((b - a) * 1e3 / requests for a, b in zip(self.start, now))
 
 
 def _http_client():
@@ -232,10 +282,12 @@ def _http_request(url: str, image: Path):
     return request
 
 
-def _concurrent_rate(request, clients: list, requests_each: int) -> float:
-    """Requests per second of ``clients`` each sending ``requests_each`` requests at once, from threads."""
+def _concurrent_rate(request, clients: list, requests_each: int, pid: int) -> tuple[float, tuple[float, float] | None]:
+    """(requests per second, CPU per request as ``_CPUClock.per_request``) of ``clients`` each sending
+    ``requests_each`` requests at once, from threads, to the app with process id ``pid``."""
     for c in clients:  # warm every connection once
         request(c)
+    cpu = _CPUClock(pid)  # from here: the warm-up requests ran one at a time
     gate = threading.Barrier(len(clients) + 1)
     errors: list[BaseException] = []
 
@@ -257,4 +309,4 @@ def _concurrent_rate(request, clients: list, requests_each: int) -> float:
     elapsed = time.perf_counter() - start
     if errors:
         raise RuntimeError(f"{len(errors)} concurrent requests failed: {errors[0]!r}")
-    return len(clients) * requests_each / elapsed
+    return len(clients) * requests_each / elapsed, cpu.per_request(len(clients) * requests_each)

@@ -115,3 +115,26 @@ def test_gpu_train_check_smoke_run_on_cpu(tmp_path) -> None:
     assert all(math.isfinite(r["loss"]) and r["epoch_seconds"] > 0 for r in (caption, vqa, eager))
     assert result["padding"]["vs_shrink"] >= result["padding"]["vs_unpadded"] >= 1.0
     assert result["vqa_speedup"] > 0 and "caption_vs_benchmark" not in result  # the benchmark was skipped
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads a process's CPU time from Linux's /proc")
+def test_the_app_benchmarks_cpu_clock_counts_both_processes() -> None:
+    import os
+    import subprocess
+    import time
+
+    from benchmarks.serving import _CPUClock
+
+    app = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
+                            "while time.process_time() < end: pass\ntime.sleep(30)"])
+    try:
+        clock = _CPUClock(app.pid)
+        end = time.process_time() + 0.2
+        while time.process_time() < end:  # the "clients": this process
+            pass
+        time.sleep(1.0)  # the "app" has finished its 0.3 s by now
+        app_ms, clients_ms = clock.per_request(2)
+    finally:
+        app.kill()
+    assert 100 <= app_ms <= 200 and 80 <= clients_ms <= 150  # per request: 300 ms and 200 ms over 2
+    assert _CPUClock(os.getpid() + 10_000_000).per_request(1) is None  # no such process
