@@ -167,3 +167,32 @@ def test_cell_logits_read_a_non_square_resize_and_ignore_a_grid_of_another_size(
     assert not torch.allclose(evidence.cell_logits(head, (4, 3, 8, 5)), expected, atol=1e-3)  # the axes matter
     other = head[:, :20]  # not the 5 x 8 grid the resize names: every cell's own logits
     assert torch.equal(evidence.cell_logits(other, (3, 4, 5, 8)), evidence.class_logits(other))
+
+
+def test_a_joined_grids_projection_is_computed_on_the_heads_own_cells():
+    """``project_grid`` equals ``project`` (within float rounding) on a joined grid, the weights'
+    gradients too, and runs the head channels' share of the product on the 3 x 3 head cells, not the
+    36 grid cells. (The gradient at the grid is another, which the resize up from the head's cells
+    takes back to the same.)"""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    encoder = build_encoder(EncoderConfig(weights="none", input_size=96, grid="joined")).eval()
+    torch.manual_seed(0)
+    cfg = CaptionDecoderConfig(vocab_size=12, encoder_dim=encoder.out_dim, project_dim=256, embed_dim=8,
+                               attention_dim=8, hidden_dim=16, imagenet_channels=encoder.head_channels(),
+                               imagenet_head_resize=encoder.head_resize())
+    decoder = build_caption_decoder(cfg)
+    with torch.no_grad():
+        features = encoder(torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1)))  # (2, 36, D)
+    expected = decoder.project(features)
+    with FlopCounterMode(display=False) as flops:
+        got = decoder.project_grid(features)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    plain_flops = 2 * 2 * 36 * cfg.encoder_dim * 256  # 2 images x 36 cells; the head's 1280 channels on 9 cells
+    assert flops.get_total_flops() < 0.5 * plain_flops
+    weights = list(decoder.project.parameters())
+    for grad, expected_grad in zip(*(torch.autograd.grad(y.square().sum(), weights) for y in (got, expected))):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-4)
+    plain = build_caption_decoder(CaptionDecoderConfig(**{**cfg.__dict__, "imagenet_head_resize": ()}))
+    plain.load_state_dict(decoder.state_dict())
+    assert torch.equal(plain.project_grid(features), plain.project(features))  # without the resize: as it is

@@ -14,10 +14,12 @@ without knowing what they hold. The variants: ``recurrent_decoder.py`` (Show-Att
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmapp.config import CaptionDecoderConfig
 from mmapp.models.image_rows import ImageRows
+from mmapp.models.imagenet_evidence import on_head_cells
 
 State = dict[str, Tensor]
 
@@ -50,6 +52,23 @@ class CaptionDecoder(nn.Module):
     def prepare(self, features: Tensor) -> State:
         """features (B, P, D) -> memory (dict of (B, ...) tensors)."""
         raise NotImplementedError
+
+    def project_grid(self, features: Tensor) -> Tensor:
+        """``project``: features (B, P, D) -> (B, P, grid_dim). Where the config says which channels are
+        the backbone head's own map resized to the grid (``imagenet_channels``, ``imagenet_head_resize``:
+        a joined grid), their share of the product is computed on the head's own cells
+        (``imagenet_evidence.on_head_cells``): the same within float rounding, for a third of the
+        products on the shipped captioner's 14 x 14 grid (0.86 against 1.57 ms an image, one thread)."""
+        linear = self.project[0] if isinstance(self.project, nn.Sequential) else None
+        start, stop = self.cfg.imagenet_channels
+        if linear is None or stop <= start or len(self.cfg.imagenet_head_resize) != 4:
+            return self.project(features)
+        weight = linear.weight  # (D', D)
+        head = on_head_cells(features[..., start:stop], self.cfg.imagenet_head_resize,
+                             lambda cells: F.linear(cells, weight[:, start:stop]))
+        rest = F.linear(features[..., :start], weight[:, :start], linear.bias) + F.linear(features[..., stop:],
+                                                                                         weight[:, stop:])
+        return self.project[1](rest + head)
 
     def init_state(self, memory: State) -> State:
         raise NotImplementedError

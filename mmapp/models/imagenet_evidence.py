@@ -19,7 +19,7 @@ import dataclasses
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -131,20 +131,10 @@ class ImageNetEvidence(nn.Module):
         return features @ self.weight.T + self.bias
 
     def cell_logits(self, head: Tensor, head_resize: Sequence[int] = ()) -> Tensor:
-        """Every grid cell's head channels (B, P, C) -> its class logits (B, P, K). With ``head_resize``
-        (h, w, H, W), P = H * W, the head channels are the head's own h x w map bilinearly resized
-        (``encoder.grid=joined``): the logits are then computed on those h x w cells, read back from
-        the grid, and resized the same way. Both steps are linear, so this is ``class_logits`` of every
-        cell within float rounding, for (H W) / (h w) times fewer products (4x on the 14 x 14 grid)."""
-        if len(head_resize) != 4 or head.shape[-2] != head_resize[2] * head_resize[3]:
-            return self.class_logits(head)
-        h, w, H, W = head_resize
-        B, C, K = head.shape[0], head.shape[-1], self.weight.shape[0]
-        (up_h, down_h), (up_w, down_w) = (resize_matrices(n, N, head) for n, N in ((h, H), (w, W)))
-        cells = (down_h @ head.reshape(B, H, W * C)).reshape(B * h, W, C)  # (B h, W, C): rows to h
-        cells = down_w @ cells  # (B h, w, C): the head's own cells
-        logits = up_w @ self.class_logits(cells)  # (B h, W, K)
-        return (up_h @ logits.reshape(B, h, W * K)).reshape(B, H * W, K)
+        """Every grid cell's head channels (B, P, C) -> its class logits (B, P, K), computed on the
+        head's own cells where ``head_resize`` says the grid's are those resized (``on_head_cells``):
+        within float rounding of ``class_logits`` of every cell, for 4x fewer products on the 14 x 14 grid."""
+        return on_head_cells(head, head_resize, self.class_logits)
 
     def from_logits(self, logits: Tensor) -> Tensor:
         """(..., K) class logits -> (..., N) evidence."""
@@ -155,6 +145,25 @@ class ImageNetEvidence(nn.Module):
 
     def forward(self, pooled: Tensor) -> Tensor:
         return self.from_logits(self.class_logits(pooled))
+
+
+def on_head_cells(head: Tensor, head_resize: Sequence[int], per_cell: Callable[[Tensor], Tensor]) -> Tensor:
+    """``per_cell``, an affine map of each cell's channels ((..., C) -> (..., K)), of every grid cell's
+    head channels (B, P, C) -> (B, P, K). With ``head_resize`` (h, w, H, W), P = H * W, the head
+    channels are the head's own h x w map bilinearly resized (``encoder.grid=joined``): the map is
+    then computed on those h x w cells, read back from the grid, and its result resized the same way.
+    Both steps are linear and a resize's weights sum to 1, so this is ``per_cell`` of every cell within
+    float rounding, for (H W) / (h w) times fewer products. Any other grid: ``per_cell(head)``."""
+    if len(head_resize) != 4 or head.shape[-2] != head_resize[2] * head_resize[3]:
+        return per_cell(head)
+    h, w, H, W = head_resize
+    B, C = head.shape[0], head.shape[-1]
+    (up_h, down_h), (up_w, down_w) = (resize_matrices(n, N, head) for n, N in ((h, H), (w, W)))
+    cells = (down_h @ head.reshape(B, H, W * C)).reshape(B * h, W, C)  # (B h, W, C): rows to h
+    cells = down_w @ cells  # (B h, w, C): the head's own cells
+    out = up_w @ per_cell(cells)  # (B h, W, K)
+    K = out.shape[-1]
+    return (up_h @ out.reshape(B, h, W * K)).reshape(B, H * W, K)
 
 
 def resize_matrices(n: int, N: int, like: Tensor) -> tuple[Tensor, Tensor]:
