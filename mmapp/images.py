@@ -24,6 +24,11 @@ ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]
 
 MAX_PIXELS = 40_000_000  # 40 megapixels: larger is refused as a possible decompression bomb
 MIN_SIDE = 16
+# An image 3x or more the encoder's input on a side is first reduced by a whole factor (a box filter)
+# so that 3x the input is left for the bicubic resize: a 4032 x 3024 photo resizes in 16.8 ms against
+# 69.6, and differs by 0.18 / 255 on average (at most 3 / 255). Pillow calls the result
+# indistinguishable from the full resize from 3 on; images under 3x the input are not touched.
+REDUCING_GAP = 3.0
 
 
 def _describe(src: object) -> str:
@@ -120,7 +125,7 @@ def preprocess(img: Image.Image, cfg: EncoderConfig) -> Tensor:
     """RGB PIL image -> normalised tensor (3, S, S), S = ``cfg.input_size`` (whole image, resized)."""
     size = cfg.input_size
     if img.size != (size, size):
-        img = img.resize((size, size), Image.BICUBIC)
+        img = img.resize((size, size), Image.BICUBIC, reducing_gap=REDUCING_GAP)
     # in numpy: no torch thread pool is entered, so concurrent requests' threads do this side by side
     x = np.asarray(img, dtype=np.float32) / np.float32(255.0)  # (S, S, 3)
     x = (x - np.asarray(cfg.mean, dtype=np.float32)) / np.asarray(cfg.std, dtype=np.float32)

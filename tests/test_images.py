@@ -252,6 +252,19 @@ def test_preprocess_resizes_and_normalises() -> None:
     assert batch.shape == (2, 3, 64, 64) and sizes == [(100, 30), (20, 40)]
 
 
+def test_a_large_image_is_reduced_by_a_whole_factor_before_the_bicubic_resize() -> None:
+    cfg = EncoderConfig(weights="none", input_size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    small = Image.fromarray(_noise(90, 80))  # under 3x the input: the plain bicubic resize
+    as_is = np.asarray(small.resize((32, 32), Image.BICUBIC), np.float32) / 255
+    assert np.array_equal(preprocess(small, cfg).permute(1, 2, 0).numpy(), as_is)
+    large = Image.fromarray(_noise(200, 260))  # 6.25x and 8.1x: reduced by 2, then resized from 130 x 100
+    reduced = np.asarray(large.reduce(2).resize((32, 32), Image.BICUBIC), np.float32) / 255
+    got = preprocess(large, cfg).permute(1, 2, 0).numpy()
+    assert np.array_equal(got, reduced)
+    full = np.asarray(large.resize((32, 32), Image.BICUBIC), np.float32) / 255
+    assert 0 < np.abs(got - full).mean() < 0.02  # not the full resize, but close to it
+
+
 def test_paths_are_accepted_as_str_and_path(tmp_path: Path) -> None:
     path = tmp_path / "z.jpg"
     Image.fromarray(_noise(32, 32)).save(path)
