@@ -26,8 +26,8 @@ MAX_PIXELS = 40_000_000  # 40 megapixels: larger is refused as a possible decomp
 MIN_SIDE = 16
 # An image 3x or more the encoder's input on a side is first reduced by a whole factor (a box filter)
 # so that 3x the input is left for the bicubic resize: a 4032 x 3024 photo resizes in 16.8 ms against
-# 69.6, and differs by 0.18 / 255 on average (at most 3 / 255). Pillow calls the result
-# indistinguishable from the full resize from 3 on; images under 3x the input are not touched.
+# 69.6, and differs by 0.13-0.25 / 255 on average (at most 3 / 255; docs/benchmarks.md, "The HTTP
+# path in C, the head's own cells, large photos"). Images under 3x the input are not touched.
 REDUCING_GAP = 3.0
 
 
