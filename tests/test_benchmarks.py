@@ -126,13 +126,14 @@ def test_the_app_benchmarks_cpu_clock_counts_both_processes() -> None:
     from benchmarks.serving import _CPUClock
 
     app = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
-                            "while time.process_time() < end: pass\ntime.sleep(30)"])
+                            "while time.process_time() < end: pass\nprint('done', flush=True)\ntime.sleep(30)"],
+                           stdout=subprocess.PIPE, text=True)
     try:
         clock = _CPUClock(app.pid)
         end = time.process_time() + 0.2
         while time.process_time() < end:  # the "clients": this process
             pass
-        time.sleep(1.0)  # the "app" has finished its 0.3 s by now
+        assert app.stdout.readline().strip() == "done"  # the "app" has spent its 0.3 s
         app_ms, clients_ms = clock.per_request(2)
     finally:
         app.kill()

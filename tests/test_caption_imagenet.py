@@ -170,8 +170,8 @@ def test_cell_logits_read_a_non_square_resize_and_ignore_a_grid_of_another_size(
 
 
 def test_a_joined_grids_projection_is_computed_on_the_heads_own_cells():
-    """``project_grid`` equals ``project`` (within float rounding) on a joined grid, the weights'
-    gradients too, and runs the head channels' share of the product on the 3 x 3 head cells, not the
+    """The grid projection equals the plain product (within float rounding) on a joined grid, the
+    weights' gradients too, and runs the head channels' share of the product on the 3 x 3 head cells, not the
     36 grid cells. (The gradient at the grid is another, which the resize up from the head's cells
     takes back to the same.)"""
     from torch.utils.flop_counter import FlopCounterMode
@@ -184,9 +184,10 @@ def test_a_joined_grids_projection_is_computed_on_the_heads_own_cells():
     decoder = build_caption_decoder(cfg)
     with torch.no_grad():
         features = encoder(torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1)))  # (2, 36, D)
-    expected = decoder.project(features)
+    linear = decoder.project[0]
+    expected = torch.relu(linear(features))  # the plain product
     with FlopCounterMode(display=False) as flops:
-        got = decoder.project_grid(features)
+        got = decoder.project(features)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     plain_flops = 2 * 2 * 36 * cfg.encoder_dim * 256  # 2 images x 36 cells; the head's 1280 channels on 9 cells
     assert flops.get_total_flops() < 0.5 * plain_flops
@@ -195,4 +196,4 @@ def test_a_joined_grids_projection_is_computed_on_the_heads_own_cells():
         torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-4)
     plain = build_caption_decoder(CaptionDecoderConfig(**{**cfg.__dict__, "imagenet_head_resize": ()}))
     plain.load_state_dict(decoder.state_dict())
-    assert torch.equal(plain.project_grid(features), plain.project(features))  # without the resize: as it is
+    assert torch.equal(plain.project(features), torch.relu(plain.project[0](features)))  # without the resize: as it is

@@ -28,8 +28,8 @@ class CaptionDecoder(nn.Module):
     """Interface of all caption decoders (see module docstring).
 
     Given a config, the constructor does what every variant needs first: it checks the vocabulary
-    size and builds ``project``, the optional grid projection (``Linear(encoder_dim, project_dim) +
-    ReLU`` when ``cfg.project_dim`` is set, else the identity); ``grid_dim`` is the width it leaves the
+    size and builds ``project``, the optional grid projection (``GridProjection``: ``Linear(encoder_dim,
+    project_dim) + ReLU`` when ``cfg.project_dim`` is set, else the identity); ``grid_dim`` is the width it leaves the
     cells at. Without one (a wrapper around another decoder) it builds nothing.
     """
 
@@ -46,29 +46,12 @@ class CaptionDecoder(nn.Module):
             raise ValueError("decoder.vocab_size must be set (>= 5)")
         self.cfg = cfg
         self.grid_dim = cfg.project_dim or cfg.encoder_dim
-        self.project = (nn.Sequential(nn.Linear(cfg.encoder_dim, self.grid_dim), nn.ReLU()) if cfg.project_dim
-                        else nn.Identity())
+        self.project = (GridProjection(cfg.encoder_dim, self.grid_dim, cfg.imagenet_channels, cfg.imagenet_head_resize)
+                        if cfg.project_dim else nn.Identity())
 
     def prepare(self, features: Tensor) -> State:
         """features (B, P, D) -> memory (dict of (B, ...) tensors)."""
         raise NotImplementedError
-
-    def project_grid(self, features: Tensor) -> Tensor:
-        """``project``: features (B, P, D) -> (B, P, grid_dim). Where the config says which channels are
-        the backbone head's own map resized to the grid (``imagenet_channels``, ``imagenet_head_resize``:
-        a joined grid), their share of the product is computed on the head's own cells
-        (``imagenet_evidence.on_head_cells``): the same within float rounding, for a third of the
-        products on the shipped captioner's 14 x 14 grid (0.86 against 1.57 ms an image, one thread)."""
-        linear = self.project[0] if isinstance(self.project, nn.Sequential) else None
-        start, stop = self.cfg.imagenet_channels
-        if linear is None or stop <= start or len(self.cfg.imagenet_head_resize) != 4:
-            return self.project(features)
-        weight = linear.weight  # (D', D)
-        head = on_head_cells(features[..., start:stop], self.cfg.imagenet_head_resize,
-                             lambda cells: F.linear(cells, weight[:, start:stop]))
-        rest = F.linear(features[..., :start], weight[:, :start], linear.bias) + F.linear(features[..., stop:],
-                                                                                         weight[:, stop:])
-        return self.project[1](rest + head)
 
     def init_state(self, memory: State) -> State:
         raise NotImplementedError
@@ -102,3 +85,29 @@ class CaptionDecoder(nn.Module):
         rows = {name: ImageRows.for_rows(v, image_of_row) if name in self.weighted_memory
                 else v.index_select(0, image_of_row) for name, v in memory.items()}
         return rows, state
+
+
+class GridProjection(nn.Sequential):
+    """``Linear(D, D') + ReLU`` over a grid (B, P, D) -> (B, P, D'). On a joined grid, whose channels
+    [start, stop) are the backbone head's own h x w map resized to the grid (``head_channels``,
+    ``head_resize`` = (h, w, H, W), from the decoder config's ``imagenet_channels`` and
+    ``imagenet_head_resize``), their share of the product is computed on the head's own cells
+    (``imagenet_evidence.on_head_cells``): the same within float rounding, for a third of the products
+    on the shipped captioner's 14 x 14 grid (0.86 against 1.57 ms an image, one thread). Its parameters
+    are the ``Sequential``'s (``0.weight``, ``0.bias``), as the plain projection's."""
+
+    def __init__(self, in_dim: int, out_dim: int, head_channels: tuple[int, int] = (0, 0),
+                 head_resize: tuple[int, ...] = ()) -> None:
+        super().__init__(nn.Linear(in_dim, out_dim), nn.ReLU())
+        self.head_channels, self.head_resize = tuple(head_channels), tuple(head_resize)
+
+    def forward(self, features: Tensor) -> Tensor:
+        linear, (start, stop) = self[0], self.head_channels
+        if stop <= start or len(self.head_resize) != 4:
+            return super().forward(features)
+        weight = linear.weight  # (D', D)
+        head = on_head_cells(features[..., start:stop], self.head_resize,
+                             lambda cells: F.linear(cells, weight[:, start:stop]))
+        rest = F.linear(features[..., :start], weight[:, :start], linear.bias) + F.linear(features[..., stop:],
+                                                                                         weight[:, stop:])
+        return self[1](rest + head)

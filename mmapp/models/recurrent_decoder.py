@@ -60,7 +60,7 @@ class RecurrentAttentionDecoder(CaptionDecoder):
             start, stop = self.cfg.imagenet_channels
             head = features[..., start:stop]  # (B, P, C)
             memory["imagenet_logits"] = self.imagenet.cell_logits(head, self.cfg.imagenet_head_resize)
-        features = self.project_grid(features)  # (B, P, D')
+        features = self.project(features)  # (B, P, D')
         return {**memory, "features": features, "keys": self.attention.project(features)}  # (B, P, D'), (B, P, A)
 
     def attended_logits(self, alpha: Tensor, memory: State) -> Tensor | None:

@@ -142,7 +142,7 @@ class TransformerDecoder(CaptionDecoder):
 
     def prepare(self, features: Tensor) -> State:
         """features (B, P, D) -> per layer cross-attention keys/values (B, nh, P, d/nh)."""
-        grid = self.grid_in(self.project_grid(features))  # (B, P, d)
+        grid = self.grid_in(self.project(features))  # (B, P, d)
         memory: State = {}
         for i, layer in enumerate(self.layers):
             memory[f"cross_k{i}"], memory[f"cross_v{i}"] = layer.cross_attention.keys_values(grid)
