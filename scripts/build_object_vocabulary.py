@@ -1,13 +1,16 @@
 """Build ``mmapp/data/objects/vocabulary.tsv``: one row per usable real-object source image.
 
-    python scripts/build_object_vocabulary.py [--tuxpaint DIR] [--emoji DIR] [--out TSV] [--list-dropped]
+    python scripts/build_object_vocabulary.py [--tuxpaint DIR] [--emoji DIR] [--noto DIR] [--twemoji DIR]
+                                              [--out TSV] [--list-dropped]
 
 Reads the installed packages (``bash scripts/install_object_sources.sh`` installs them):
 
 - Debian ``tuxpaint-stamps-default``: each ``NAME.png`` outside ``symbols/`` and ``*/cartoon/``,
   named by the first line of its ``NAME.txt`` ("A red kangaroo.");
 - npm ``@lobehub/fluent-emoji-3d``: each single-code-point ``<hex>[-fe0f].webp``, named by
-  ``unicodedata.name()``.
+  ``unicodedata.name()``;
+- the Noto and Twemoji drawings of every emoji kept from Fluent (``<hex>.png``, the same code
+  point and so the same noun), where the set has one: the same thing drawn by other artists.
 
 Every hand decision lives in the tables below, so a change is a reviewable diff: ``CLASSES``
 (the allow-list: each noun and its one supercategory), ``SYNONYMS`` (variety or synonym -> the
@@ -30,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mmapp.data.objects.sources import SUPERCATEGORIES, find_sources  # noqa: E402
+from mmapp.data.objects.sources import SOURCES, SUPERCATEGORIES, find_sources  # noqa: E402
 
 OUT = REPO / "mmapp" / "data" / "objects" / "vocabulary.tsv"
 HEADER = ("source", "key", "noun", "plural", "supercategory")
@@ -568,8 +571,10 @@ def _opaque_side(path: Path) -> int:
     return int(max(ys.max() - ys.min(), xs.max() - xs.min()) + 1)
 
 
-def collect(tuxpaint: Path, emoji: Path) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
-    """-> kept rows (source, key, noun) and dropped (source, key, reason)."""
+def collect(tuxpaint: Path, emoji: Path, drawings: dict[str, Path] | None = None,
+            ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """-> kept rows (source, key, noun) and dropped (source, key, reason). drawings: other emoji
+    sets (source -> folder of ``<hex>.png``) whose picture of each kept Fluent emoji is kept too."""
     table = noun_table()
     kept, dropped, seen = [], [], set()
 
@@ -599,6 +604,13 @@ def collect(tuxpaint: Path, emoji: Path) -> tuple[list[tuple[str, str, str]], li
             continue
         name = emoji_name(path.stem) or "(unnamed)"
         keep("emoji", path.name, emoji_noun(name, table), path, name)
+    for source, folder in sorted((drawings or {}).items()):
+        for _, key, noun in [row for row in kept if row[0] == "emoji"]:
+            path = folder / f"{key.split('.')[0].removesuffix('-fe0f')}.png"
+            if path.exists():
+                keep(source, path.name, noun, path, noun)
+            else:
+                dropped.append((source, path.name, f"no {source} picture of {noun}"))
     return kept, dropped
 
 
@@ -622,7 +634,7 @@ def summary(rows: list[tuple[str, str, str]]) -> str:
     for s in SUPERCATEGORIES:
         out.append(f"| {s} | {classes[s]} | {multi[s]} | {images[s]} |")
     out.append(f"| **all** | **{len(per_noun)}** | **{sum(multi.values())}** | **{len(rows)}** |")
-    out.append(f"\nimages by source: tuxpaint {by_source['tuxpaint']}, emoji {by_source['emoji']}")
+    out.append("\nimages by source: " + ", ".join(f"{s} {by_source[s]}" for s in SOURCES))
     return "\n".join(out)
 
 
@@ -630,11 +642,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tuxpaint", help="Tux Paint stamps folder")
     parser.add_argument("--emoji", help="fluent-emoji-3d assets folder")
+    parser.add_argument("--noto", help="Noto emoji PNGs folder")
+    parser.add_argument("--twemoji", help="Twemoji PNGs folder")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--list-dropped", action="store_true", help="print every dropped image and why")
     args = parser.parse_args(argv)
-    dirs = find_sources(args.tuxpaint, args.emoji)
-    rows, dropped = collect(dirs.tuxpaint, dirs.emoji)
+    dirs = find_sources(args.tuxpaint, args.emoji, args.noto, args.twemoji)
+    rows, dropped = collect(dirs.tuxpaint, dirs.emoji, {"noto": dirs.noto, "twemoji": dirs.twemoji})
     unused = sorted(set(noun_table()) - {noun for _, _, noun in rows})
     if unused:
         raise SystemExit(f"classes with no image (remove them from CLASSES): {', '.join(unused)}")

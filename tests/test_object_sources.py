@@ -15,7 +15,7 @@ from PIL import Image
 
 from mmapp.data.objects.real_photos import (PhotoSpec, accepted_forms, load_photo, load_real_photos,
                                             names_thing, read_photo_specs)
-from mmapp.data.objects.sources import (SUPERCATEGORIES, SUPERCATEGORY_PLURALS, SourceDirs, VocabEntry,
+from mmapp.data.objects.sources import (SOURCES, SUPERCATEGORIES, SUPERCATEGORY_PLURALS, SourceDirs, VocabEntry,
                                         class_table, find_sources, load_cutout, load_cutouts,
                                         read_vocabulary)
 from mmapp.errors import InputError
@@ -54,9 +54,11 @@ def test_committed_vocabulary_is_consistent(vocabulary):
     for e in vocabulary:
         assert e.supercategory in SUPERCATEGORIES
         assert e.noun == e.noun.lower().strip() and 1 <= len(e.noun.split()) <= 2, e.noun
-        assert e.source in ("tuxpaint", "emoji")
+        assert e.source in SOURCES
         if e.source == "emoji":
             assert e.key.endswith(".webp") and "/" not in e.key
+        elif e.source in ("noto", "twemoji"):
+            assert e.key.endswith(".png") and "/" not in e.key
         else:
             assert e.key.endswith(".png") and not e.key.startswith("symbols/") and "/cartoon/" not in e.key
         plural_of[e.noun].add(e.plural)
@@ -68,6 +70,18 @@ def test_committed_vocabulary_is_consistent(vocabulary):
     assert not clashes, f"a plural is another class's noun: {clashes}"
     assert len(nouns) >= 300
     assert {"cat", "dog", "apple", "car", "person", "cup", "rocket"} <= nouns
+
+
+def test_every_fluent_emoji_has_its_noto_and_twemoji_drawings_under_the_same_noun(vocabulary):
+    by_code: dict[str, dict[str, str]] = defaultdict(dict)
+    for e in vocabulary:
+        if e.source != "tuxpaint":
+            by_code[e.key.split(".")[0].removesuffix("-fe0f")][e.source] = e.noun
+    for code, nouns in by_code.items():
+        assert "emoji" in nouns, f"a drawing of {code} without its Fluent render"
+        assert len(set(nouns.values())) == 1, (code, nouns)
+    drawn = [code for code, nouns in by_code.items() if {"noto", "twemoji"} <= set(nouns)]
+    assert len(drawn) >= 0.95 * len(by_code)
 
 
 def test_supercategories_are_a_small_fixed_set_with_plurals(vocabulary):
@@ -121,24 +135,30 @@ def fake_sources(tmp_path) -> SourceDirs:
     emoji = tmp_path / "assets"
     emoji.mkdir()
     _cutout(size=(256, 256), box=(40, 60, 200, 120)).save(emoji / "1f415.webp", lossless=True)
-    return find_sources(tux, emoji)
+    drawings = {}
+    for source in ("noto", "twemoji"):
+        drawings[source] = tmp_path / source
+        drawings[source].mkdir()
+        _cutout(size=(136, 128), box=(8, 20, 128, 110)).save(drawings[source] / "1f415.png")
+    return find_sources(tux, emoji, **drawings)
 
 
 def test_find_sources_names_the_install_command(tmp_path, monkeypatch):
-    monkeypatch.delenv("MMAPP_TUXPAINT_DIR", raising=False)
-    monkeypatch.delenv("MMAPP_EMOJI_DIR", raising=False)
+    for source in SOURCES:
+        monkeypatch.delenv(f"MMAPP_{source.upper()}_DIR", raising=False)
     with pytest.raises(InputError, match="sudo apt-get install tuxpaint-stamps-default"):
         find_sources(tmp_path, tmp_path)
-    with pytest.raises(InputError, match="bash scripts/install_object_sources.sh"):
-        find_sources(emoji=tmp_path, need=("emoji",))
+    for source in ("emoji", "noto", "twemoji"):
+        with pytest.raises(InputError, match=f"bash scripts/install_object_sources.sh.*MMAPP_{source.upper()}_DIR"):
+            find_sources(**{source: tmp_path}, need=(source,))
     with pytest.raises(InputError) as e:
         find_sources(tmp_path / "missing", need=("tuxpaint",))
     assert "\n" not in str(e.value)
 
 
 def test_find_sources_reads_arguments_then_environment(fake_sources, monkeypatch, tmp_path):
-    monkeypatch.setenv("MMAPP_TUXPAINT_DIR", str(fake_sources.tuxpaint))
-    monkeypatch.setenv("MMAPP_EMOJI_DIR", str(fake_sources.emoji))
+    for source in SOURCES:
+        monkeypatch.setenv(f"MMAPP_{source.upper()}_DIR", str(getattr(fake_sources, source)))
     assert find_sources() == fake_sources
     assert find_sources(need=("emoji",)) == SourceDirs(None, fake_sources.emoji)
     with pytest.raises(InputError):  # an argument wins over the environment
@@ -156,6 +176,8 @@ def test_load_cutout_crops_to_the_opaque_box_and_respects_max_side(fake_sources)
     assert small.size == (32, 12)
     pairs = load_cutouts([apple, dog], fake_sources, max_side=20, progress=False)
     assert [(e.noun, im.size) for e, im in pairs] == [("apple", (20, 20)), ("dog", (20, 8))]
+    for source in ("noto", "twemoji"):  # the drawings load the same way, from their own folders
+        assert load_cutout(VocabEntry(source, "1f415.png", "dog", "dogs", "animal"), fake_sources).size == (120, 90)
 
 
 def test_load_cutout_refuses_an_empty_image_and_a_missing_file(fake_sources):
@@ -255,6 +277,26 @@ def test_collect_and_write_on_a_fake_layout(build, tmp_path):
     assert [(e.source, e.key) for e in entries] == sorted((s, k) for s, k, _ in kept)
     assert entries[0] == VocabEntry("emoji", "1f34e.webp", "apple", "apples", "fruit")
     assert "| fruit | 2 | 1 | 3 |" in build.summary(kept)
+
+
+def test_collect_keeps_the_other_artists_drawings_of_each_kept_emoji(build, tmp_path):
+    tux, emoji, noto, twemoji = (tmp_path / name for name in ("stamps", "assets", "noto", "twemoji"))
+    for folder in (tux / "food", emoji, noto, twemoji):
+        folder.mkdir(parents=True)
+    for stem in ("1f34e", "1f436", "2708-fe0f"):  # apple, dog face (no class), airplane
+        _cutout(size=(64, 64), box=(4, 4, 60, 60), colour=(int(stem[:2], 16), 9, 9)).save(
+            emoji / f"{stem}.webp", lossless=True)
+    for folder, shade in ((noto, 50), (twemoji, 90)):
+        for stem in ("1f34e", "1f436", "2708"):
+            _cutout(size=(64, 64), box=(2, 2, 50, 50), colour=(shade, int(stem[:2], 16), 9)).save(folder / f"{stem}.png")
+    (twemoji / "2708.png").unlink()
+    kept, dropped = build.collect(tux, emoji, {"noto": noto, "twemoji": twemoji})
+    assert sorted(kept) == [("emoji", "1f34e.webp", "apple"), ("emoji", "2708-fe0f.webp", "airplane"),
+                            ("noto", "1f34e.png", "apple"), ("noto", "2708.png", "airplane"),
+                            ("twemoji", "1f34e.png", "apple")]
+    assert ("twemoji", "2708.png", "no twemoji picture of airplane") in dropped
+    assert "| fruit | 1 | 1 | 3 |" in build.summary(kept)
+    assert "noto 2, twemoji 1" in build.summary(kept)
 
 
 # ----------------------------------------------------------------------------------------------

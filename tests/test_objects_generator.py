@@ -14,7 +14,8 @@ from PIL import Image, ImageDraw
 from mmapp.data.coco_captions import load_caption_images
 from mmapp.data.mentions import load_scene_objects
 from mmapp.data.mix import mix_datasets
-from mmapp.data.objects.sources import read_vocabulary
+from mmapp.data.objects.scene import CutOut, CutOutPool
+from mmapp.data.objects.sources import VocabEntry, read_vocabulary
 from mmapp.data.objects.writer import generate, split_sources
 from mmapp.data.shapes.writer import generate as generate_shapes
 from mmapp.data.vqa_v2 import load_vqa
@@ -46,7 +47,7 @@ def _generate(tmp_path: Path, name: str, workers: int = 1, seed: int = 0, **coun
     stamps, vocab = _sources(tmp_path / "src")
     out = tmp_path / name
     generate(out, counts or {"train": 12, "val": 4, "test": 4}, seed=seed, size=128, workers=workers,
-             progress=False, vocabulary=vocab, tuxpaint=stamps)
+             progress=False, vocabulary=vocab, folders={"tuxpaint": stamps})
     return out
 
 
@@ -102,6 +103,34 @@ def test_split_sources_holds_out_from_every_class_with_two_images(tmp_path):
         assert mine.count("held_out") == (1 if n >= 2 else 0) and "train" in mine
 
 
+def test_a_class_drawn_by_three_artists_holds_out_its_fluent_render_and_keeps_its_photograph():
+    entries = [VocabEntry("tuxpaint", "animals/dog.png", "dog", "dogs", "animal"),
+               VocabEntry("emoji", "1f415.webp", "dog", "dogs", "animal"),
+               VocabEntry("noto", "1f415.png", "dog", "dogs", "animal"),
+               VocabEntry("twemoji", "1f415.png", "dog", "dogs", "animal"),
+               VocabEntry("emoji", "1f408.webp", "cat", "cats", "animal"),
+               VocabEntry("noto", "1f408.png", "cat", "cats", "animal"),
+               VocabEntry("twemoji", "1f408.png", "cat", "cats", "animal")]
+    held = sorted(k for k, v in split_sources(entries).items() if v == "held_out")
+    assert held == ["emoji:1f408.webp", "emoji:1f415.webp"]
+
+
+def test_a_photograph_is_drawn_twice_as_often_as_the_three_drawings_of_one_emoji_together():
+    image = Image.new("RGBA", (8, 8), (9, 9, 9, 255))
+    pool = CutOutPool([CutOut("tuxpaint:dog.png", "dog", "dogs", "animal", image, photo=True)]
+                      + [CutOut(f"{s}:1f415", "dog", "dogs", "animal", image, photo=False)
+                         for s in ("emoji", "noto", "twemoji")]
+                      + [CutOut(f"{s}:1f408", "cat", "cats", "animal", image, photo=False) for s in ("noto", "twemoji")])
+    photo = pool.by_noun["dog"].index(0)
+    assert pool.image_p["dog"][photo] == pytest.approx(2 / 3)
+    assert np.allclose(pool.image_p["cat"], 0.5)
+    rng = np.random.default_rng(0)
+    draws = [pool.draw(rng) for _ in range(6000)]
+    dogs = [i for i in draws if pool.cutouts[i].noun == "dog"]
+    assert abs(len(dogs) / len(draws) - 0.5) < 0.03  # classes uniformly, whatever their image counts
+    assert abs(dogs.count(0) / len(dogs) - 2 / 3) < 0.03
+
+
 def test_output_depends_on_the_seed_only(tmp_path):
     one = _generate(tmp_path, "a", workers=1)
     two = _generate(tmp_path, "b", workers=2)
@@ -112,7 +141,7 @@ def test_output_depends_on_the_seed_only(tmp_path):
 def test_missing_sources_name_the_install_command(tmp_path):
     _, vocab = _sources(tmp_path / "src")
     with pytest.raises(InputError, match="install"):
-        generate(tmp_path / "out", {"train": 2}, seed=0, vocabulary=vocab, tuxpaint=tmp_path / "nothing",
+        generate(tmp_path / "out", {"train": 2}, seed=0, vocabulary=vocab, folders={"tuxpaint": tmp_path / "nothing"},
                  progress=False)
 
 

@@ -8,6 +8,7 @@ import argparse
 import os
 
 from mmapp.data.mix import mix_datasets
+from mmapp.data.objects.sources import DEFAULT_DIRS, ENV_DIRS, SOURCES
 from mmapp.data.objects.writer import generate as generate_objects
 from mmapp.data.shapes.writer import generate as generate_shapes
 from mmapp.errors import InputError
@@ -32,17 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "objects", help="generate scenes of real-photo cut-outs with captions and VQA questions",
         description=(
             "Generate scenes of 1-4 real objects (photographs cut out on transparent backgrounds, from "
-            "Debian's tuxpaint-stamps-default, and 3D renders from npm's @lobehub/fluent-emoji-3d; the nouns "
+            "Debian's tuxpaint-stamps-default, and three artists' emoji of the same things: 3D renders from "
+            "npm's @lobehub/fluent-emoji-3d, Noto drawings from Debian's fonts-noto-color-emoji and Twemoji "
+            "drawings from npm's @twemoji/svg; the nouns "
             "come from mmapp/data/objects/vocabulary.tsv) on varied backgrounds, with 5 captions each, "
             "boxes, balanced questions of 6 types and a Karpathy split file, in the same formats as "
             "`mmapp data shapes`. Validation and test scenes use only source images held out of training. "
             "Install the sources first: bash scripts/install_object_sources.sh"))
     _generator_arguments(objects, val=300, size=448)
     objects.add_argument("--vocabulary", help="source images and their nouns (default: the committed TSV)")
-    objects.add_argument("--tuxpaint", help="Tux Paint stamps folder (default /usr/share/tuxpaint/stamps or "
-                         "$MMAPP_TUXPAINT_DIR)")
-    objects.add_argument("--emoji", help="fluent-emoji-3d assets folder (default ~/.cache/mmapp/fluent-emoji-3d/"
-                         "package/assets or $MMAPP_EMOJI_DIR)")
+    for source, what in (("tuxpaint", "Tux Paint stamps"), ("emoji", "fluent-emoji-3d assets"),
+                         ("noto", "Noto emoji PNGs"), ("twemoji", "Twemoji PNGs")):
+        objects.add_argument(f"--{source}", help=f"{what} folder (default {DEFAULT_DIRS[source]} or "
+                             f"${ENV_DIRS[source]})")
     objects.set_defaults(func=run_objects)
 
     mix = sub.add_parser(
@@ -84,7 +87,7 @@ def run_objects(args: argparse.Namespace) -> int:
     counts = {"train": args.train, "val": args.val, "test": args.test}
     stats = generate_objects(args.out, counts, seed=args.seed, size=args.size, workers=args.workers,
                              progress=not args.quiet, image_format=args.image_format, vocabulary=args.vocabulary,
-                             tuxpaint=args.tuxpaint, emoji=args.emoji)
+                             folders={source: getattr(args, source) for source in SOURCES})
     return _report(stats, args.workers)
 
 

@@ -7,8 +7,8 @@ crop of a texture photo (scikit-image's grass, gravel, brick). One-object scenes
 (like a photo of one thing), crowded ones smaller.
 
 Sampling (``sample_scene``) draws the class first, uniformly over the pool's classes, then one of
-its source images (photographs twice as often as renders), so every class is seen about equally
-often however many pictures it has.
+its source images (a photograph twice as often as the three emoji drawings of one thing
+together), so every class is seen about equally often however many pictures it has.
 Rendering (``render_scene``) is a pure function of the scene and the pool.
 """
 
@@ -29,13 +29,16 @@ BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "noise", "texture")
 TEXTURES: tuple[str, ...] = ("grass", "gravel", "brick")
 
 
-PHOTO_WEIGHT = 2.0  # a class's photographs are drawn this many times as often as its renders
+# A class's images are drawn in proportion to these weights: a photograph twice as often as one
+# emoji design, whose three artists' pictures (Fluent 3D, Noto, Twemoji) share that design's weight.
+PHOTO_WEIGHT = 2.0
+RENDER_WEIGHT = 1.0 / 3
 
 
 @dataclass(frozen=True)
 class CutOut:
     """One source image: ``image`` RGBA cropped to its opaque pixels; ``key`` names its file;
-    ``photo``: a photograph (not a 3D render)."""
+    ``photo``: a photograph (not an emoji render or drawing)."""
 
     key: str
     noun: str
@@ -57,13 +60,13 @@ class CutOutPool:
             by_noun.setdefault(c.noun, []).append(i)
         self.nouns = sorted(by_noun)
         self.by_noun = {n: sorted(by_noun[n], key=lambda i: self.cutouts[i].key) for n in self.nouns}
-        weights = {n: np.array([PHOTO_WEIGHT if self.cutouts[i].photo else 1.0 for i in m])
+        weights = {n: np.array([PHOTO_WEIGHT if self.cutouts[i].photo else RENDER_WEIGHT for i in m])
                    for n, m in self.by_noun.items()}
         self.image_p = {n: w / w.sum() for n, w in weights.items()}  # per class: P(each of its images)
 
     def draw(self, rng: np.random.Generator) -> int:
-        """A cut-out index: a class uniformly, then one of its images (photographs PHOTO_WEIGHT x
-        as often as renders)."""
+        """A cut-out index: a class uniformly, then one of its images (by PHOTO_WEIGHT and
+        RENDER_WEIGHT)."""
         noun = self.nouns[int(rng.integers(len(self.nouns)))]
         members = self.by_noun[noun]
         return members[int(rng.choice(len(members), p=self.image_p[noun]))]

@@ -1,12 +1,18 @@
 """Real-object cut-outs: where the source packages live, the committed vocabulary, loading cut-outs.
 
-Two packages supply photographs and renders of single objects on transparent backgrounds
-(docs/objects.md, "Sources and licences"); neither is a Python dependency, and nothing here reads
+Four packages supply photographs and renders of single objects on transparent backgrounds
+(docs/objects.md, "Sources and licences"); none is a Python dependency, and nothing here reads
 a file at import time:
 
 - Debian ``tuxpaint-stamps-default`` (GPL-2): real-photo cut-outs, PNG with alpha;
-- npm ``@lobehub/fluent-emoji-3d`` 1.1.0 (MIT): shaded 3D renders, 256x256 RGBA WebP.
+- npm ``@lobehub/fluent-emoji-3d`` 1.1.0 (MIT): Microsoft's shaded 3D renders, 256x256 RGBA WebP;
+- Debian ``fonts-noto-color-emoji`` (images Apache-2.0): Google's Noto drawings of the same emoji,
+  read out of the font into PNGs by ``scripts/extract_emoji_images.py``;
+- npm ``@twemoji/svg`` 15.0.0 (graphics CC-BY 4.0): Twitter's Twemoji drawings, rasterised to PNGs
+  by the same script.
 
+The emoji sets are three artists' pictures of one thing ("dog" drawn three ways), so a class
+that had one render now has three, and one of them can be held out of training.
 ``vocabulary.tsv`` (written by ``scripts/build_object_vocabulary.py``) names each usable image:
 its noun, plural and one of ``SUPERCATEGORIES``.
 """
@@ -34,16 +40,27 @@ SUPERCATEGORIES: tuple[str, ...] = (
 )
 SUPERCATEGORY_PLURALS: dict[str, str] = {s: plural(s) for s in SUPERCATEGORIES}
 
-TUXPAINT_DIR = "/usr/share/tuxpaint/stamps"
-EMOJI_DIR = "~/.cache/mmapp/fluent-emoji-3d/package/assets"
+SOURCES = ("tuxpaint", "emoji", "noto", "twemoji")
+PHOTO_SOURCES = ("tuxpaint",)  # the others are renders and drawings
+DEFAULT_DIRS = {
+    "tuxpaint": "/usr/share/tuxpaint/stamps",
+    "emoji": "~/.cache/mmapp/fluent-emoji-3d/package/assets",
+    "noto": "~/.cache/mmapp/noto-emoji",
+    "twemoji": "~/.cache/mmapp/twemoji",
+}
+ENV_DIRS = {s: f"MMAPP_{s.upper()}_DIR" for s in SOURCES}
 VOCABULARY = Path(__file__).with_name("vocabulary.tsv")
-SOURCES = ("tuxpaint", "emoji")
 INSTALL = {
     "tuxpaint": "sudo apt-get install tuxpaint-stamps-default",
     "emoji": "bash scripts/install_object_sources.sh",
+    "noto": "bash scripts/install_object_sources.sh",
+    "twemoji": "bash scripts/install_object_sources.sh",
 }
 PACKAGES = {"tuxpaint": "Debian package tuxpaint-stamps-default",
-            "emoji": "npm package @lobehub/fluent-emoji-3d 1.1.0"}
+            "emoji": "npm package @lobehub/fluent-emoji-3d 1.1.0",
+            "noto": "Noto emoji PNGs (Debian package fonts-noto-color-emoji, extracted)",
+            "twemoji": "Twemoji PNGs (npm package @twemoji/svg 15.0.0, rasterised)"}
+FILE_PATTERN = {"tuxpaint": "*/**/*.png", "emoji": "*.webp", "noto": "*.png", "twemoji": "*.png"}
 ALPHA_MIN = 8  # alpha above this counts as part of the object
 
 
@@ -64,6 +81,8 @@ class SourceDirs:
 
     tuxpaint: Path | None
     emoji: Path | None
+    noto: Path | None = None
+    twemoji: Path | None = None
 
     def root(self, source: str) -> Path:
         folder = getattr(self, source) if source in SOURCES else None
@@ -94,28 +113,25 @@ def read_vocabulary(path: str | Path | None = None) -> list[VocabEntry]:
 
 
 def _probe(source: str, folder: Path) -> bool:
-    if not folder.is_dir():
-        return False
-    if source == "tuxpaint":
-        return any(folder.glob("*/**/*.png"))
-    return any(folder.glob("*.webp"))
+    return folder.is_dir() and any(folder.glob(FILE_PATTERN[source]))
 
 
 def find_sources(tuxpaint: str | Path | None = None, emoji: str | Path | None = None,
-                 need: tuple[str, ...] = ("tuxpaint", "emoji")) -> SourceDirs:
-    """The source folders: argument, else ``MMAPP_TUXPAINT_DIR`` / ``MMAPP_EMOJI_DIR``, else the
-    default. Raises InputError naming the missing package and the command that installs it."""
-    given = {"tuxpaint": tuxpaint, "emoji": emoji}
-    env = {"tuxpaint": "MMAPP_TUXPAINT_DIR", "emoji": "MMAPP_EMOJI_DIR"}
-    default = {"tuxpaint": TUXPAINT_DIR, "emoji": EMOJI_DIR}
-    found: dict[str, Path | None] = {"tuxpaint": None, "emoji": None}
+                 noto: str | Path | None = None, twemoji: str | Path | None = None,
+                 need: tuple[str, ...] = SOURCES) -> SourceDirs:
+    """The source folders: argument, else ``MMAPP_<SOURCE>_DIR`` (``MMAPP_TUXPAINT_DIR``, ...),
+    else ``DEFAULT_DIRS``. Raises InputError naming the missing package and the command that
+    installs it."""
+    given = {"tuxpaint": tuxpaint, "emoji": emoji, "noto": noto, "twemoji": twemoji}
+    found: dict[str, Path | None] = dict.fromkeys(SOURCES)
     for source in need:
         if source not in SOURCES:
             raise InputError(f"unknown source {source!r} (known: {', '.join(SOURCES)})")
-        folder = Path(os.path.expanduser(str(given[source] or os.environ.get(env[source]) or default[source])))
+        folder = Path(os.path.expanduser(str(given[source] or os.environ.get(ENV_DIRS[source])
+                                             or DEFAULT_DIRS[source])))
         if not _probe(source, folder):
             raise InputError(f"{PACKAGES[source]} not found in {folder}: install it with "
-                             f"`{INSTALL[source]}` (or set {env[source]})")
+                             f"`{INSTALL[source]}` (or set {ENV_DIRS[source]})")
         found[source] = folder
     return SourceDirs(**found)
 

@@ -7,8 +7,8 @@ least one) out of training; validation and test scenes are made of those held-ou
 so the test split measures new pictures of known things. Classes with one image are trained on
 and never tested.
 
-Besides the COCO fields, each instance records its cut-out (``source``: "tuxpaint:<path>" or
-"emoji:<file>") and whether it is ``flipped``; each category its ``plural``; each image its
+Besides the COCO fields, each instance records its cut-out (``source``: "tuxpaint:<path>",
+"emoji:<file>", "noto:<file>" or "twemoji:<file>") and whether it is ``flipped``; each category its ``plural``; each image its
 ``background`` kind.
 """
 
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from mmapp.data.objects.kinds import ObjectWords
 from mmapp.data.objects.questions import ANSWER_TYPES, answer_balancer, candidates
 from mmapp.data.objects.scene import CutOut, CutOutPool, load_textures, render_scene, sample_scene
-from mmapp.data.objects.sources import VocabEntry, find_sources, load_cutouts, read_vocabulary
+from mmapp.data.objects.sources import PHOTO_SOURCES, VocabEntry, find_sources, load_cutouts, read_vocabulary
 from mmapp.data.objects.text import captions
 from mmapp.data.question_balance import one_per_answer
 from mmapp.errors import InputError
@@ -32,7 +32,8 @@ ID_OFFSET: dict[str, int] = {"train": 11_000_000, "val": 12_000_000, "test": 13_
 HELD_OUT_SHARE = 0.25
 MAX_SIDE = 384  # cut-outs are kept at most this large (longer side), before scaling into a scene
 LICENSES = (
-    {"id": 1, "name": "GPL-2.0 (Tux Paint stamps) and MIT (Fluent Emoji 3D); see docs/objects.md",
+    {"id": 1, "name": "GPL-2.0 (Tux Paint stamps), MIT (Fluent Emoji 3D), Apache-2.0 (Noto Emoji) and "
+                      "CC-BY-4.0 (Twemoji, Copyright Twitter, Inc and other contributors); see docs/objects.md",
      "url": "https://www.gnu.org/licenses/old-licenses/gpl-2.0.html"},
 )
 
@@ -45,8 +46,9 @@ _DRAWING: dict[str, Any] = {}
 def split_sources(entries: Sequence[VocabEntry]) -> dict[str, str]:
     """"source:key" -> "train" or "held_out". A class with n >= 2 source images holds out
     max(1, round(n / 4)) of them, taken where a picture of the same source stays in training
-    (a held-out photograph keeps another photograph in training), else an emoji render, so the
-    class's photographs are trained on. Within a source, images go by a hash of their key."""
+    (a held-out photograph keeps another photograph in training), else its Fluent 3D render
+    (``emoji``; its Noto and Twemoji drawings stay in training), so the class's photographs are
+    trained on. Within a source, images go by a hash of their key."""
     by_noun: dict[str, list[VocabEntry]] = {}
     for e in entries:
         by_noun.setdefault(e.noun, []).append(e)
@@ -77,15 +79,15 @@ def categories(entries: Sequence[VocabEntry]) -> tuple[dict[str, Any], ...]:
                  for i, (n, e) in enumerate(nouns))
 
 
-def _init_worker(vocabulary: str | None, tuxpaint: str | None, emoji: str | None) -> None:
+def _init_worker(vocabulary: str | None, folders: dict[str, str]) -> None:
     entries = read_vocabulary(vocabulary)
-    dirs = find_sources(tuxpaint, emoji, need=tuple(sorted({e.source for e in entries})))
+    dirs = find_sources(**folders, need=tuple(sorted({e.source for e in entries})))
     assignment = split_sources(entries)
     loaded = load_cutouts(entries, dirs, max_side=MAX_SIDE, progress=False)
     pools: dict[str, list[CutOut]] = {"train": [], "held_out": []}
     for e, image in loaded:
         pools[assignment[f"{e.source}:{e.key}"]].append(CutOut(f"{e.source}:{e.key}", e.noun, e.plural,
-                                                               e.supercategory, image, e.source == "tuxpaint"))
+                                                               e.supercategory, image, e.source in PHOTO_SOURCES))
     qv = object_words(entries)
     _DRAWING.update(pools={k: CutOutPool(v) for k, v in pools.items() if v}, textures=load_textures(), vocab=qv,
                     category_ids={c["name"]: c["id"] for c in categories(entries)})
@@ -107,16 +109,17 @@ def make_image(task: ImageTask) -> MadeImage:
 
 def generate(out_dir: str | Path, counts: dict[str, int], seed: int, size: int = 448, workers: int = 0,
              progress: bool = True, image_format: str = "jpg", vocabulary: str | Path | None = None,
-             tuxpaint: str | Path | None = None, emoji: str | Path | None = None) -> dict:
+             folders: Mapping[str, str | Path | None] | None = None) -> dict:
     """Write an objects dataset (see ``mmapp.data.scene_writer`` for the files) and return its statistics.
 
-    vocabulary: the TSV of source images and nouns (default: the committed one); tuxpaint, emoji:
-    the source folders (default: where their packages install; ``InputError`` with the install
-    command when missing).
+    vocabulary: the TSV of source images and nouns (default: the committed one); folders: source
+    name ("tuxpaint", "emoji", "noto", "twemoji") -> its folder (default: where its package
+    installs; ``InputError`` with the install command when missing).
     """
     check_counts(counts, size, image_format, min_size=96)
     entries = read_vocabulary(vocabulary)
-    find_sources(tuxpaint, emoji, need=tuple(sorted({e.source for e in entries})))  # fail before forking
+    folders = {k: str(v) for k, v in (folders or {}).items() if v is not None}
+    find_sources(**folders, need=tuple(sorted({e.source for e in entries})))  # fail before forking
     if counts.get("val", 0) or counts.get("test", 0):
         held = [k for k, v in split_sources(entries).items() if v == "held_out"]
         if not held:
@@ -126,6 +129,5 @@ def generate(out_dir: str | Path, counts: dict[str, int], seed: int, size: int =
                        id_offset=ID_OFFSET, make=make_image,
                        balancer=lambda: answer_balancer(sorted({e.noun for e in entries})),
                        init_worker=_init_worker,
-                       init_args=(None if vocabulary is None else str(vocabulary),
-                                  None if tuxpaint is None else str(tuxpaint), None if emoji is None else str(emoji)))
+                       init_args=(None if vocabulary is None else str(vocabulary), folders))
     return write_dataset(spec, out_dir, counts, seed, size, workers, progress, image_format)
