@@ -8,7 +8,7 @@ ImageNet classifier knows that the training scenes do not teach:
 * **probe**: each object's grid cells inside its box, mean-pooled (the encoder's 1280 head channels),
   and a linear probe over the training nouns (logistic regression, inputs standardised, Adam),
   trained on every object of the training scenes and scored on every object of the test scenes,
-  overall and per source (photographs / 3D renders);
+  overall and per source (photographs / 3D renders / drawings);
 * **ImageNet**: the encoder's ImageNet classifier on the same pooled features, its 1000 classes
   matched to the nouns as the heads match them (``imagenet_evidence.match_answers``: a lemma of the
   class, or the head word of a WordNet synset above it: "golden retriever" is a dog), zero-shot,
@@ -44,7 +44,8 @@ HEAD_CHANNELS = 1280  # EfficientNet-Lite0's head: what its ImageNet classifier 
 
 def boxed_objects(data: Path, features: Path, split: str) -> tuple[torch.Tensor, list[str], list[str]]:
     """Every object (not shape) of a split -> its box-pooled head features (N, 1280), nouns, and
-    sources ("emoji" / "tuxpaint", with "+alone" for the only object of its scene)."""
+    sources ("tuxpaint" / "emoji" / "noto" / "twemoji", with "+alone" for the only object of its
+    scene)."""
     instances = json.loads((data / "annotations" / f"instances_{split}.json").read_text())
     cache = FeatureCache.open(features)
     meta = cache.meta

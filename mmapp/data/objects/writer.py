@@ -8,8 +8,8 @@ so the test split measures new pictures of known things. Classes with one image 
 and never tested.
 
 Besides the COCO fields, each instance records its cut-out (``source``: "tuxpaint:<path>",
-"emoji:<file>", "noto:<file>" or "twemoji:<file>") and whether it is ``flipped``; each category its ``plural``; each image its
-``background`` kind.
+"emoji:<file>", "noto:<file>" or "twemoji:<file>") and whether it is ``flipped``; each category its
+``plural``; each image its ``background`` kind.
 """
 
 from __future__ import annotations
