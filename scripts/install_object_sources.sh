@@ -37,24 +37,28 @@ else
     echo "tuxpaint-stamps-default: installed in $TUXPAINT_DIR"
 fi
 
-if [ -n "$(ls "$EMOJI_ROOT/package/assets/"*.webp 2>/dev/null | head -1)" ]; then
-    echo "@lobehub/fluent-emoji-3d: already in $EMOJI_ROOT/package/assets"
-else
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+npm_unpack() {  # npm_unpack NAME VERSION SHA1 DIR: npm pack NAME@VERSION, check its sha1, untar it into DIR
     if ! command -v npm >/dev/null; then
         echo "npm not found: install Node.js and npm (sudo apt-get install npm), then rerun" >&2
         exit 1
     fi
-    work="$(mktemp -d)"
-    trap 'rm -rf "$work"' EXIT
-    (cd "$work" && npm pack --silent "@lobehub/fluent-emoji-3d@$EMOJI_VERSION" >/dev/null)
-    tarball="$work/lobehub-fluent-emoji-3d-$EMOJI_VERSION.tgz"
+    local tarball got
+    tarball="$WORK/$(cd "$WORK" && npm pack --silent "$1@$2" | tail -1)"
     got="$(sha1sum "$tarball" | cut -d' ' -f1)"
-    if [ "$got" != "$EMOJI_SHA1" ]; then
-        echo "fluent-emoji-3d tarball sha1 $got, expected $EMOJI_SHA1: refusing it" >&2
+    if [ "$got" != "$3" ]; then
+        echo "$1 tarball sha1 $got, expected $3: refusing it" >&2
         exit 1
     fi
-    mkdir -p "$EMOJI_ROOT"
-    tar -xzf "$tarball" -C "$EMOJI_ROOT"
+    mkdir -p "$4"
+    tar -xzf "$tarball" -C "$4"
+}
+
+if [ -n "$(ls "$EMOJI_ROOT/package/assets/"*.webp 2>/dev/null | head -1)" ]; then
+    echo "@lobehub/fluent-emoji-3d: already in $EMOJI_ROOT/package/assets"
+else
+    npm_unpack @lobehub/fluent-emoji-3d "$EMOJI_VERSION" "$EMOJI_SHA1" "$EMOJI_ROOT"
     echo "@lobehub/fluent-emoji-3d $EMOJI_VERSION: unpacked in $EMOJI_ROOT/package/assets" \
          "($(ls "$EMOJI_ROOT/package/assets" | wc -l) files)"
 fi
@@ -70,15 +74,6 @@ if [ -n "$(ls "$TWEMOJI_DIR/"*.png 2>/dev/null | head -1)" ]; then
     echo "Twemoji: already in $TWEMOJI_DIR"
 else
     command -v rsvg-convert >/dev/null || apt_install librsvg2-bin
-    tw_work="$(mktemp -d)"
-    trap 'rm -rf "${work:-}" "$tw_work"' EXIT
-    (cd "$tw_work" && npm pack --silent "@twemoji/svg@$TWEMOJI_VERSION" >/dev/null)
-    tarball="$tw_work/twemoji-svg-$TWEMOJI_VERSION.tgz"
-    got="$(sha1sum "$tarball" | cut -d' ' -f1)"
-    if [ "$got" != "$TWEMOJI_SHA1" ]; then
-        echo "@twemoji/svg tarball sha1 $got, expected $TWEMOJI_SHA1: refusing it" >&2
-        exit 1
-    fi
-    tar -xzf "$tarball" -C "$tw_work"
-    "$PY" scripts/extract_emoji_images.py twemoji --svg-dir "$tw_work/package" --out "$TWEMOJI_DIR"
+    npm_unpack @twemoji/svg "$TWEMOJI_VERSION" "$TWEMOJI_SHA1" "$WORK/twemoji"
+    "$PY" scripts/extract_emoji_images.py twemoji --svg-dir "$WORK/twemoji/package" --out "$TWEMOJI_DIR"
 fi
