@@ -4,20 +4,19 @@ warning, gets a clear message (no traceback) for a non-image upload, and saves t
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.support.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.browser
 
 
 def _screenshot_module():
-    spec = importlib.util.spec_from_file_location("mmapp_screenshot", REPO / "scripts" / "screenshot.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("screenshot", "mmapp_screenshot")
     return module
 
 

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def cg():
-    spec = importlib.util.spec_from_file_location("compare_grids", REPO / "scripts" / "compare_grids.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("compare_grids")
     return module
 
 

@@ -4,7 +4,6 @@ needed: the test gives the script a stand-in font object and a stand-in rasteris
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import sys
@@ -13,16 +12,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def extract():
-    spec = importlib.util.spec_from_file_location("extract_emoji_images",
-                                                  REPO / "scripts" / "extract_emoji_images.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("extract_emoji_images")
 
 
 def _png(colour: tuple[int, int, int]) -> bytes:

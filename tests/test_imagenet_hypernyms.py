@@ -1,14 +1,12 @@
 """scripts/build_imagenet_hypernyms.py: WordNet's data.noun read into each class's hypernym chain
 (the committed table, ``mmapp/models/imagenet_hypernyms.tsv``, is what it writes from WordNet 3.0)."""
 
-import importlib.util
 from pathlib import Path
 
+from tests.support.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("build_imagenet_hypernyms",
-                                               REPO / "scripts" / "build_imagenet_hypernyms.py")
-builder = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(builder)
+builder = load_script("build_imagenet_hypernyms")
 
 # A miniature data.noun in WordNet 3.0's format: offset, lexicographer file, type, word count (hex),
 # word + lex id pairs, pointer count, pointers (symbol, offset, part of speech, source/target), gloss.

@@ -1,16 +1,13 @@
 """scripts/naming_probe.py: the renormalised ImageNet prior it measures (the name matching is
 ``mmapp.models.imagenet_evidence``'s, tested in tests/test_vqa_readout.py)."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("naming_probe", REPO / "scripts" / "naming_probe.py")
-naming_probe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(naming_probe)
+from tests.support.scripts import load_script
+
+naming_probe = load_script("naming_probe")
 
 
 def test_imagenet_log_prior_renormalises_over_matched_classes():

@@ -3,11 +3,9 @@ build rules and the real-photo list. No source package is needed: the tests draw
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,15 +18,11 @@ from mmapp.data.objects.sources import (SOURCES, SUPERCATEGORIES, SUPERCATEGORY_
                                         read_vocabulary)
 from mmapp.errors import InputError
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.scripts import load_script
 
 
 def _build_module():
-    spec = importlib.util.spec_from_file_location("build_object_vocabulary",
-                                                  REPO / "scripts" / "build_object_vocabulary.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("build_object_vocabulary")
 
 
 @pytest.fixture(scope="module")
@@ -367,9 +361,7 @@ def test_real_photos_script_runs_on_tiny_checkpoints(tmp_path, capsys, monkeypat
          "licence": "", "note": ""},
         {"name": "gone", "package": "scikit-nothing", "loader": "no_such_package_mmapp:f", "nouns": ["cat"],
          "licence": "", "note": ""}]}))
-    spec = importlib.util.spec_from_file_location("real_photos_script", REPO / "scripts" / "real_photos.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("real_photos", "real_photos_script")
     assert script.main(["--captioner", str(cap), "--vqa", str(vqa), "--photos", str(photos),
                         "--device", "cpu", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
