@@ -8,7 +8,7 @@ import argparse
 import os
 
 from mmapp.data.mix import mix_datasets
-from mmapp.data.objects.sources import DEFAULT_DIRS, ENV_DIRS, SOURCES
+from mmapp.data.objects.sources import SOURCES
 from mmapp.data.objects.writer import generate as generate_objects
 from mmapp.data.shapes.writer import generate as generate_shapes
 from mmapp.errors import InputError
@@ -42,10 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Install the sources first: bash scripts/install_object_sources.sh"))
     _generator_arguments(objects, val=300, size=448)
     objects.add_argument("--vocabulary", help="source images and their nouns (default: the committed TSV)")
-    for source, what in (("tuxpaint", "Tux Paint stamps"), ("emoji", "fluent-emoji-3d assets"),
-                         ("noto", "Noto emoji PNGs"), ("twemoji", "Twemoji PNGs")):
-        objects.add_argument(f"--{source}", help=f"{what} folder (default {DEFAULT_DIRS[source]} or "
-                             f"${ENV_DIRS[source]})")
+    for source in SOURCES.values():
+        objects.add_argument(f"--{source.name}", help=f"{source.label} folder (default {source.default_dir} or "
+                             f"${source.env})")
     objects.set_defaults(func=run_objects)
 
     mix = sub.add_parser(

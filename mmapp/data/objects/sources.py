@@ -40,27 +40,40 @@ SUPERCATEGORIES: tuple[str, ...] = (
 )
 SUPERCATEGORY_PLURALS: dict[str, str] = {s: plural(s) for s in SUPERCATEGORIES}
 
-SOURCES = ("tuxpaint", "emoji", "noto", "twemoji")
-PHOTO_SOURCES = ("tuxpaint",)  # the others are renders and drawings
-DEFAULT_DIRS = {
-    "tuxpaint": "/usr/share/tuxpaint/stamps",
-    "emoji": "~/.cache/mmapp/fluent-emoji-3d/package/assets",
-    "noto": "~/.cache/mmapp/noto-emoji",
-    "twemoji": "~/.cache/mmapp/twemoji",
-}
-ENV_DIRS = {s: f"MMAPP_{s.upper()}_DIR" for s in SOURCES}
 VOCABULARY = Path(__file__).with_name("vocabulary.tsv")
-INSTALL = {
-    "tuxpaint": "sudo apt-get install tuxpaint-stamps-default",
-    "emoji": "bash scripts/install_object_sources.sh",
-    "noto": "bash scripts/install_object_sources.sh",
-    "twemoji": "bash scripts/install_object_sources.sh",
-}
-PACKAGES = {"tuxpaint": "Debian package tuxpaint-stamps-default",
-            "emoji": "npm package @lobehub/fluent-emoji-3d 1.1.0",
-            "noto": "Noto emoji PNGs (Debian package fonts-noto-color-emoji, extracted)",
-            "twemoji": "Twemoji PNGs (npm package @twemoji/svg 15.0.0, rasterised)"}
-FILE_PATTERN = {"tuxpaint": "*/**/*.png", "emoji": "*.webp", "noto": "*.png", "twemoji": "*.png"}
+_INSTALL_SCRIPT = "bash scripts/install_object_sources.sh"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A package of source images: ``name`` (as the vocabulary's ``source`` column spells it), the
+    folder it installs to, the files its folder holds (``pattern``), the package and the command named
+    when it is missing, what its folder holds (``label``, for ``--help``) and whether its images are
+    photographs (else renders or drawings). ``env`` names the variable that points elsewhere."""
+
+    name: str
+    default_dir: str
+    pattern: str
+    package: str
+    install: str
+    label: str
+    photo: bool = False
+
+    @property
+    def env(self) -> str:
+        return f"MMAPP_{self.name.upper()}_DIR"
+
+
+SOURCES: dict[str, Source] = {s.name: s for s in (
+    Source("tuxpaint", "/usr/share/tuxpaint/stamps", "*/**/*.png", "Debian package tuxpaint-stamps-default",
+           "sudo apt-get install tuxpaint-stamps-default", "Tux Paint stamps", photo=True),
+    Source("emoji", "~/.cache/mmapp/fluent-emoji-3d/package/assets", "*.webp",
+           "npm package @lobehub/fluent-emoji-3d 1.1.0", _INSTALL_SCRIPT, "fluent-emoji-3d assets"),
+    Source("noto", "~/.cache/mmapp/noto-emoji", "*.png",
+           "Noto emoji PNGs (Debian package fonts-noto-color-emoji, extracted)", _INSTALL_SCRIPT, "Noto emoji PNGs"),
+    Source("twemoji", "~/.cache/mmapp/twemoji", "*.png",
+           "Twemoji PNGs (npm package @twemoji/svg 15.0.0, rasterised)", _INSTALL_SCRIPT, "Twemoji PNGs"),
+)}
 ALPHA_MIN = 8  # alpha above this counts as part of the object
 
 
@@ -112,27 +125,23 @@ def read_vocabulary(path: str | Path | None = None) -> list[VocabEntry]:
     return entries
 
 
-def _probe(source: str, folder: Path) -> bool:
-    return folder.is_dir() and any(folder.glob(FILE_PATTERN[source]))
-
-
 def find_sources(tuxpaint: str | Path | None = None, emoji: str | Path | None = None,
                  noto: str | Path | None = None, twemoji: str | Path | None = None,
-                 need: tuple[str, ...] = SOURCES) -> SourceDirs:
-    """The source folders: argument, else ``MMAPP_<SOURCE>_DIR`` (``MMAPP_TUXPAINT_DIR``, ...),
-    else ``DEFAULT_DIRS``. Raises InputError naming the missing package and the command that
+                 need: tuple[str, ...] = tuple(SOURCES)) -> SourceDirs:
+    """The source folders: argument, else ``Source.env`` (``MMAPP_TUXPAINT_DIR``, ...), else
+    ``Source.default_dir``. Raises InputError naming the missing package and the command that
     installs it."""
     given = {"tuxpaint": tuxpaint, "emoji": emoji, "noto": noto, "twemoji": twemoji}
     found: dict[str, Path | None] = dict.fromkeys(SOURCES)
-    for source in need:
-        if source not in SOURCES:
-            raise InputError(f"unknown source {source!r} (known: {', '.join(SOURCES)})")
-        folder = Path(os.path.expanduser(str(given[source] or os.environ.get(ENV_DIRS[source])
-                                             or DEFAULT_DIRS[source])))
-        if not _probe(source, folder):
-            raise InputError(f"{PACKAGES[source]} not found in {folder}: install it with "
-                             f"`{INSTALL[source]}` (or set {ENV_DIRS[source]})")
-        found[source] = folder
+    for name in need:
+        if name not in SOURCES:
+            raise InputError(f"unknown source {name!r} (known: {', '.join(SOURCES)})")
+        source = SOURCES[name]
+        folder = Path(os.path.expanduser(str(given[name] or os.environ.get(source.env) or source.default_dir)))
+        if not (folder.is_dir() and any(folder.glob(source.pattern))):
+            raise InputError(f"{source.package} not found in {folder}: install it with "
+                             f"`{source.install}` (or set {source.env})")
+        found[name] = folder
     return SourceDirs(**found)
 
 
@@ -145,7 +154,7 @@ def load_cutout(entry: VocabEntry, dirs: SourceDirs, max_side: int = 256) -> Ima
             image = im.convert("RGBA")
     except FileNotFoundError:
         raise InputError(f"{entry.source} image {entry.key} not found in {dirs.root(entry.source)}: "
-                         f"reinstall with `{INSTALL[entry.source]}`") from None
+                         f"reinstall with `{SOURCES[entry.source].install}`") from None
     alpha = np.asarray(image)[..., 3]  # (H, W)
     ys, xs = np.nonzero(alpha > ALPHA_MIN)
     if len(ys) == 0:

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 from mmapp.data.objects.kinds import ObjectWords
 from mmapp.data.objects.questions import ANSWER_TYPES, answer_balancer, candidates
 from mmapp.data.objects.scene import CutOut, CutOutPool, load_textures, render_scene, sample_scene
-from mmapp.data.objects.sources import PHOTO_SOURCES, VocabEntry, find_sources, load_cutouts, read_vocabulary
+from mmapp.data.objects.sources import SOURCES, VocabEntry, find_sources, load_cutouts, read_vocabulary
 from mmapp.data.objects.text import captions
 from mmapp.data.question_balance import one_per_answer
 from mmapp.errors import InputError
@@ -87,7 +87,7 @@ def _init_worker(vocabulary: str | None, folders: dict[str, str]) -> None:
     pools: dict[str, list[CutOut]] = {"train": [], "held_out": []}
     for e, image in loaded:
         pools[assignment[f"{e.source}:{e.key}"]].append(CutOut(f"{e.source}:{e.key}", e.noun, e.plural,
-                                                               e.supercategory, image, e.source in PHOTO_SOURCES))
+                                                               e.supercategory, image, SOURCES[e.source].photo))
     qv = object_words(entries)
     _DRAWING.update(pools={k: CutOutPool(v) for k, v in pools.items() if v}, textures=load_textures(), vocab=qv,
                     category_ids={c["name"]: c["id"] for c in categories(entries)})
