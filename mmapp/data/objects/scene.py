@@ -2,10 +2,8 @@
 
 A scene holds 1 to 4 cut-outs (``CutOutPool``: the source images of one split, with their nouns)
 at random scale and position, boxes overlapping little (``MAX_BOX_OVERLAP``), each maybe flipped and
-mildly colour-jittered, on a background: a plain or gradient colour, a noise texture, a tinted
-crop of a texture photo (scikit-image's grass, gravel, brick), or a near-white surface ("light": the
-paper, table or studio backdrop that many photographs of one thing have, which the plain colours,
-drawn from 40-219 per channel, never reach). One-object scenes are drawn large
+mildly colour-jittered, on a background: a plain or gradient colour, a noise texture, or a tinted
+crop of a texture photo (scikit-image's grass, gravel, brick). One-object scenes are drawn large
 (like a photo of one thing), crowded ones smaller.
 
 Sampling (``sample_scene``) draws the class first, uniformly over the pool's classes, then one of
@@ -27,7 +25,7 @@ OBJECT_COUNT_WEIGHTS = (0.4, 0.25, 0.2, 0.15)  # scenes with 1, 2, 3, 4 objects
 MAX_BOX_OVERLAP = 0.15  # intersection / smaller box area, for every pair of objects
 # Longer side of a cut-out as a fraction of the image side, by number of objects in the scene.
 SCALE_RANGE: dict[int, tuple[float, float]] = {1: (0.45, 0.95), 2: (0.28, 0.55), 3: (0.24, 0.45), 4: (0.22, 0.4)}
-BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "noise", "texture", "light")
+BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "noise", "texture")
 TEXTURES: tuple[str, ...] = ("grass", "gravel", "brick")
 
 
@@ -121,12 +119,6 @@ def _rgb(rng: np.random.Generator, lo: int = 40, hi: int = 220) -> tuple[int, in
 def _sample_background(rng: np.random.Generator) -> Background:
     kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     colors = (_rgb(rng), _rgb(rng))
-    if kind == "light":  # near white, faintly tinted; shaded towards one side as by a window
-        grey = int(rng.integers(228, 256))
-        tint = tuple(int(np.clip(grey + d, 0, 255)) for d in rng.integers(-6, 7, size=3))
-        shade = int(rng.integers(0, 25))
-        return Background(kind, (tint, tuple(max(0, c - shade) for c in tint)),
-                          angle=float(rng.uniform(0, 2 * np.pi)), seed=int(rng.integers(2**31)))
     if kind == "texture":
         return Background(kind, colors[:1], texture=TEXTURES[int(rng.integers(len(TEXTURES)))],
                           offset=(float(rng.random()), float(rng.random())),
@@ -193,7 +185,7 @@ def _render_background(bg: Background, size: int, textures: dict[str, Image.Imag
         out = Image.fromarray(np.clip((0.35 + 0.9 * grey[..., None]) * tint * 255, 0, 255).astype(np.uint8), "RGB")
         return out.filter(ImageFilter.GaussianBlur(bg.blur)) if bg.blur else out
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(1, size - 1)
-    if bg.kind in ("gradient", "light"):
+    if bg.kind == "gradient":
         t = (np.cos(bg.angle) * (xx - 0.5) + np.sin(bg.angle) * (yy - 0.5)) / np.sqrt(0.5) + 0.5
     else:  # noise: smooth random blobs
         small = np.random.default_rng(bg.seed).random((8, 8)).astype(np.float32)
