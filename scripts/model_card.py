@@ -71,7 +71,9 @@ def _real_photos_markdown(report: dict) -> str:
               f"{t['answer_right']}/{k}, passing the out-of-domain check {k - t['known_flagged_out_of_domain']['vqa']}/{k} "
               f"(VQA) and {k - t['known_flagged_out_of_domain']['captioner']}/{k} (captioner). Unknown things ({u}): "
               f"flagged {t['unknown_flagged_out_of_domain']['vqa']}/{u} (VQA), "
-              f"{t['unknown_flagged_out_of_domain']['captioner']}/{u} (captioner)."]
+              f"{t['unknown_flagged_out_of_domain']['captioner']}/{u} (captioner). Each known thing counted once "
+              f"({t['known_things']} things, its photos averaged): captions name {t['things_caption_names']}, "
+              f"'what is this?' right {t['things_answer_right']}."]
     for s in report["skipped"]:
         lines.append(f"Skipped {s['name']}: {s['reason']}.")
     return "\n".join(lines) + "\n"

@@ -51,6 +51,16 @@ def score_photos(cap, vqa, photos, plurals: dict[str, str]) -> list[dict]:
     return rows
 
 
+def per_thing(known: list[dict], key: str) -> float:
+    """Each known thing (its accepted nouns) counted once: the sum over things of the share of its
+    photos where ``key`` holds. 28 photos of fish weigh what one photo of a chair does, so the figure
+    says how many different things are named, not how often the most photographed one is."""
+    things: dict[tuple[str, ...], list[bool]] = {}
+    for r in known:
+        things.setdefault(tuple(sorted(r["nouns"])), []).append(bool(r[key]))
+    return round(sum(sum(v) / len(v) for v in things.values()), 1)
+
+
 def totals(rows: list[dict], by_package: bool = True) -> dict:
     """Counts over the known and the unknown things (and with ``by_package`` the same per package)."""
     known = [r for r in rows if r["known"]]
@@ -63,6 +73,9 @@ def totals(rows: list[dict], by_package: bool = True) -> dict:
         "known_photos": len(known), "unknown_photos": len(unknown),
         "caption_names_it": sum(r["caption_names_it"] for r in known),
         "answer_right": sum(r["answer_right"] for r in known),
+        "known_things": len({tuple(sorted(r["nouns"])) for r in known}),
+        "things_caption_names": per_thing(known, "caption_names_it"),
+        "things_answer_right": per_thing(known, "answer_right"),
         "known_flagged_out_of_domain": {"captioner": flagged(known, "ood_captioner"), "vqa": flagged(known, "ood_vqa")},
         "unknown_flagged_out_of_domain": {"captioner": flagged(unknown, "ood_captioner"), "vqa": flagged(unknown, "ood_vqa")},
         **({"by_package": {p: totals([r for r in rows if r["package"] == p], by_package=False)
@@ -123,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(captioner), {summary['known_flagged_out_of_domain']['vqa']}/{k} (VQA); unknown things "
           f"{summary['unknown_flagged_out_of_domain']['captioner']}/{u} (captioner), "
           f"{summary['unknown_flagged_out_of_domain']['vqa']}/{u} (VQA); skipped {len(skipped)}")
+    print(f"each known thing counted once ({summary['known_things']} things, its photos averaged): captions "
+          f"name {summary['things_caption_names']}, 'what is this?' right {summary['things_answer_right']}")
     return 0
 
 

@@ -344,6 +344,20 @@ def test_load_photos_from_functions_files_and_missing_packages(tmp_path, monkeyp
     assert "fakepkg_mmapp_test" not in sys.modules
 
 
+def test_real_photo_totals_count_each_thing_once_as_well_as_each_photo():
+    totals = load_script("real_photos", "real_photos_script").totals
+
+    def row(nouns, named, right):
+        return {"name": "", "package": "p", "nouns": nouns, "known": bool(nouns), "caption_names_it": named,
+                "answer_right": right, "ood_captioner": None, "ood_vqa": None}
+
+    fish = [row(["fish"], True, True)] * 3 + [row(["fish"], False, True)]
+    t = totals(fish + [row(["chair"], False, False), row(["cup", "coffee"], True, False), row([], False, False)])
+    assert (t["known_photos"], t["caption_names_it"], t["answer_right"]) == (6, 4, 4)
+    assert t["known_things"] == 3  # fish, chair, and the cup whichever of its nouns is listed first
+    assert t["things_caption_names"] == 1.8 and t["things_answer_right"] == 1.0  # fish 3/4 + cup 1; fish 4/4
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_real_photos_script_runs_on_tiny_checkpoints(tmp_path, capsys, monkeypatch):
     from tests.support.tiny import make_tiny_checkpoints
