@@ -73,7 +73,10 @@ def _real_photos_markdown(report: dict) -> str:
               f"flagged {t['unknown_flagged_out_of_domain']['vqa']}/{u} (VQA), "
               f"{t['unknown_flagged_out_of_domain']['captioner']}/{u} (captioner). Each known thing counted once "
               f"({t['known_things']} things, its photos averaged): captions name {t['things_caption_names']}, "
-              f"'what is this?' right {t['things_answer_right']}."]
+              f"'what is this?' right {t['things_answer_right']}. Known told from unknown things (ROC area, "
+              f"0.5 = chance): the out-of-domain score {t['known_from_unknown']['ood_captioner']} (captioner), "
+              f"{t['known_from_unknown']['ood_vqa']} (VQA); the probability of the answer to 'what is this?' "
+              f"{t['known_from_unknown']['answer_probability']}."]
     for s in report["skipped"]:
         lines.append(f"Skipped {s['name']}: {s['reason']}.")
     return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -61,6 +62,27 @@ def per_thing(known: list[dict], key: str) -> float:
     return round(sum(sum(v) / len(v) for v in things.values()), 1)
 
 
+def separation(known: Sequence[float], unknown: Sequence[float]) -> float | None:
+    """How well a score tells the known things' photos from the unknown things' (higher: more
+    familiar): the chance that a random known photo scores above a random unknown one, ties half
+    (the area under the ROC curve; 0.5 is a coin). None without photos of both kinds."""
+    if not known or not unknown:
+        return None
+    above = sum((k > u) + 0.5 * (k == u) for k in known for u in unknown)
+    return round(above / (len(known) * len(unknown)), 3)
+
+
+def separations(known: list[dict], unknown: list[dict]) -> dict:
+    """``separation`` of each model's out-of-domain score (negated: low is familiar) and of the
+    probability of the top answer to "what is this?"."""
+    def ood(group: list[dict], key: str) -> list[float]:
+        return [-r[key]["score"] for r in group if r[key]]
+
+    return {"ood_captioner": separation(ood(known, "ood_captioner"), ood(unknown, "ood_captioner")),
+            "ood_vqa": separation(ood(known, "ood_vqa"), ood(unknown, "ood_vqa")),
+            "answer_probability": separation([r["p"] for r in known], [r["p"] for r in unknown])}
+
+
 def totals(rows: list[dict], by_package: bool = True) -> dict:
     """Counts over the known and the unknown things (and with ``by_package`` the same per package)."""
     known = [r for r in rows if r["known"]]
@@ -78,6 +100,7 @@ def totals(rows: list[dict], by_package: bool = True) -> dict:
         "things_answer_right": per_thing(known, "answer_right"),
         "known_flagged_out_of_domain": {"captioner": flagged(known, "ood_captioner"), "vqa": flagged(known, "ood_vqa")},
         "unknown_flagged_out_of_domain": {"captioner": flagged(unknown, "ood_captioner"), "vqa": flagged(unknown, "ood_vqa")},
+        "known_from_unknown": separations(known, unknown),
         **({"by_package": {p: totals([r for r in rows if r["package"] == p], by_package=False)
                            for p in sorted({r["package"] for r in rows})}} if by_package else {}),
     }
@@ -138,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['unknown_flagged_out_of_domain']['vqa']}/{u} (VQA); skipped {len(skipped)}")
     print(f"each known thing counted once ({summary['known_things']} things, its photos averaged): captions "
           f"name {summary['things_caption_names']}, 'what is this?' right {summary['things_answer_right']}")
+    print("known told from unknown things (ROC area, 0.5 = chance): " + ", ".join(
+        f"{k} {v}" for k, v in summary["known_from_unknown"].items()))
     return 0
 
 

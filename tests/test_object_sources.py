@@ -349,13 +349,30 @@ def test_real_photo_totals_count_each_thing_once_as_well_as_each_photo():
 
     def row(nouns, named, right):
         return {"name": "", "package": "p", "nouns": nouns, "known": bool(nouns), "caption_names_it": named,
-                "answer_right": right, "ood_captioner": None, "ood_vqa": None}
+                "answer_right": right, "p": 0.5, "ood_captioner": None, "ood_vqa": None}
 
     fish = [row(["fish"], True, True)] * 3 + [row(["fish"], False, True)]
     t = totals(fish + [row(["chair"], False, False), row(["cup", "coffee"], True, False), row([], False, False)])
     assert (t["known_photos"], t["caption_names_it"], t["answer_right"]) == (6, 4, 4)
     assert t["known_things"] == 3  # fish, chair, and the cup whichever of its nouns is listed first
     assert t["things_caption_names"] == 1.8 and t["things_answer_right"] == 1.0  # fish 3/4 + cup 1; fish 4/4
+
+
+def test_real_photo_totals_say_how_well_each_score_tells_known_from_unknown_things():
+    script = load_script("real_photos", "real_photos_script")
+    assert script.separation([0.9, 0.8], [0.1, 0.2]) == 1.0 and script.separation([0.1], [0.9]) == 0.0
+    assert script.separation([0.5, 0.9], [0.5]) == 0.75 and script.separation([], [0.5]) is None
+
+    def row(known, p, ood):
+        return {"name": "", "package": "p", "nouns": ["cat"] if known else [], "known": known, "p": p,
+                "caption_names_it": False, "answer_right": False, "ood_captioner": {"score": ood, "out_of_domain": False},
+                "ood_vqa": None}
+
+    t = script.totals([row(True, 0.9, 5.0), row(True, 0.6, 1.0), row(False, 0.7, 2.0)])
+    # known photos answered 0.9 and 0.6 against 0.7; out-of-domain scores 5 and 1 against 2 (low: familiar)
+    assert t["known_from_unknown"] == {"ood_captioner": 0.5, "ood_vqa": None, "answer_probability": 0.5}
+    t = script.totals([row(True, 0.9, 1.0), row(False, 0.2, 3.0)])
+    assert t["known_from_unknown"] == {"ood_captioner": 1.0, "ood_vqa": None, "answer_probability": 1.0}
 
 
 @pytest.mark.usefixtures("one_thread")
