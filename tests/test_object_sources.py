@@ -354,7 +354,7 @@ def test_real_photo_totals_count_each_thing_once_as_well_as_each_photo():
     fish = [row(["fish"], True, True)] * 3 + [row(["fish"], False, True)]
     t = totals(fish + [row(["chair"], False, False), row(["cup", "coffee"], True, False), row([], False, False)])
     assert (t["known_photos"], t["caption_names_it"], t["answer_right"]) == (6, 4, 4)
-    assert t["known_things"] == 3  # fish, chair, and the cup whichever of its nouns is listed first
+    assert t["known_things"] == 3  # fish, chair, cup-or-coffee (a thing is its accepted nouns, in any order)
     assert t["things_caption_names"] == 1.8 and t["things_answer_right"] == 1.0  # fish 3/4 + cup 1; fish 4/4
 
 
