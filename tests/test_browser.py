@@ -16,8 +16,7 @@ pytestmark = pytest.mark.browser
 
 
 def _screenshot_module():
-    module = load_script("screenshot", "mmapp_screenshot")
-    return module
+    return load_script("screenshot", "mmapp_screenshot")
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ from tests.support.scripts import load_script
 
 @pytest.fixture(scope="module")
 def cg():
-    module = load_script("compare_grids")
-    return module
+    return load_script("compare_grids")
 
 
 def _result(images_per_s: float, hit_rate: float, n: int = 1000, chance: float = 0.05) -> dict:
